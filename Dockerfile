@@ -1,0 +1,38 @@
+# Multi-stage build of the RAG service. The model server is Ollama, reached at $OLLAMA_HOST
+# (e.g. docker run -e OLLAMA_HOST=http://ollama:11434 ...). The bundled local engine is not in
+# this image: in production a real Ollama serves the models.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first, from pyproject.toml alone, so a source change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir rag ingest && touch rag/__init__.py ingest/__init__.py \
+ && pip install . \
+ && pip uninstall -y ollama-rag
+COPY rag ./rag
+COPY ingest ./ingest
+RUN pip install --no-deps .
+
+FROM python:3.11-slim AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    ANONYMIZED_TELEMETRY=False \
+    HF_HUB_OFFLINE=1 \
+    OLLAMA_HOST=http://host.docker.internal:11434 \
+    RAG_STORAGE_DIR=/app/storage \
+    RAG_HOST=0.0.0.0 \
+    RAG_PORT=8080
+RUN useradd --create-home --uid 10001 rag
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+RUN mkdir -p /app/storage /app/docs && chown -R rag:rag /app
+USER rag
+VOLUME ["/app/storage"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s \
+  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=8)" || exit 1
+# Ingest with: docker run --rm -v rag-storage:/app/storage -v "$PWD/docs:/app/docs:ro" IMAGE rag ingest /app/docs
+CMD ["rag", "serve"]

@@ -1,0 +1,67 @@
+"""The ingest job: take the store's lock, plan against the manifest, sync, and report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.sync import Plan, Summary, Syncer, check_root, manifest_path, plan_sync
+from rag.config import Settings
+from rag.errors import BadRequest, EmbeddingModelMismatch
+from rag.llm import Embedder
+from rag.lock import store_lock
+from rag.store import REBUILD_HINT, ChromaStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    plan: Plan
+    summary: Summary | None  # None on a dry run
+
+
+def ingest_folder(
+    root: Path,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    rebuild: bool = False,
+    progress_factory: Callable[[int], Callable[[int], None]] = lambda total: lambda n: None,
+) -> IngestResult:
+    """Sync `root` into the store. Only one writer at a time; a second one fails at once."""
+    check_root(root)
+    with store_lock(settings, "rag ingest"):
+        store = ChromaStore.open(settings)
+        if rebuild and not dry_run:
+            log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
+            store.drop()
+            manifest_path(settings).unlink(missing_ok=True)
+        embedder = Embedder(settings)
+        syncer = Syncer(settings, store, embedder)
+        _check_model_name(settings, syncer)
+        plan = plan_sync(root, settings, syncer.manifest)
+        if not (plan.work or plan.unchanged):
+            raise BadRequest(
+                f"{root} has no supported files (.pdf .md .txt .html .htm); nothing to ingest"
+                + (" and nothing deleted" if syncer.manifest.files else "")
+            )
+        if dry_run:
+            return IngestResult(plan, None)
+        if plan.work:
+            # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
+            # unchanged folder or a rename costs no embedding call at all.
+            syncer.check_model(syncer.manifest.embed_dim or embedder.dimension())
+        syncer.progress = progress_factory(len(plan.work))
+        return IngestResult(plan, syncer.run(root, plan))
+
+
+def _check_model_name(settings: Settings, syncer: Syncer) -> None:
+    built = syncer.manifest.embed_model
+    if built and built != settings.embed_model:
+        raise EmbeddingModelMismatch(
+            f"the index was built with embedding model '{built}' but '{settings.embed_model}' is "
+            f"configured; set RAG_EMBED_MODEL={built}, or rebuild with: {REBUILD_HINT}"
+        )

@@ -1,0 +1,340 @@
+"""Incremental sync of a folder into the store: plan from the manifest, then embed only what changed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import Chunk, chunk_document, split_chunk
+from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, walk
+from ingest.manifest import FileEntry, Manifest, sha256_file
+from rag.config import Settings
+from rag.errors import BadRequest, EmbeddingModelMismatch
+from rag.llm import Embedder, InputTooLong
+from rag.store import REBUILD_HINT, ChromaStore, Record
+
+log = logging.getLogger(__name__)
+
+CHUNKER_VERSION = 1
+MAX_SPLIT_DEPTH = 6
+
+
+def manifest_path(settings: Settings) -> Path:
+    return settings.storage_dir / f"manifest-{settings.collection}.json"
+
+
+def chunker_settings(settings: Settings) -> dict[str, Any]:
+    return {"version": CHUNKER_VERSION, "chunk_size": settings.chunk_size, "overlap": settings.chunk_overlap}
+
+
+@dataclass
+class FileState:
+    source: str
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+
+
+@dataclass
+class Plan:
+    """What a sync will do, file by file. `renamed` maps new source -> old source."""
+
+    added: list[FileState] = field(default_factory=list)
+    changed: list[FileState] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    unchanged: list[FileState] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def work(self) -> list[FileState]:
+        return self.added + self.changed
+
+    def lines(self) -> list[str]:
+        out = [f"add     {f.source}" for f in self.added if f.source not in self.renamed]
+        out += [f"rename  {self.renamed[f.source]} -> {f.source}" for f in self.added if f.source in self.renamed]
+        out += [f"update  {f.source}" for f in self.changed]
+        out += [f"delete  {s}" for s in self.deleted]
+        return out
+
+
+@dataclass
+class Summary:
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    chunks_written: int = 0
+    chunks_reused: int = 0
+    embed_calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+@dataclass
+class _Job:
+    """One file being (re)ingested: its chunks, the vectors found or made, and what it replaces."""
+
+    state: FileState
+    doc: LoadedDocument
+    chunks: list[Chunk]
+    vectors: dict[str, list[float]]
+    stored: set[str]  # chunk ids already in the store with this very text: nothing to write
+    replaces: list[str]  # sources whose chunks this file's chunks replace (itself, or a rename's origin)
+    kind: str  # "added" | "updated" | "renamed"
+
+
+def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
+    """Compare the folder with the manifest. Unchanged files cost a stat() and nothing more."""
+    found = walk(root)
+    plan = Plan(skipped=[*found.hidden, *found.unsupported])
+    same_chunker = manifest.chunker == chunker_settings(settings)
+    seen: set[str] = set()
+    for path in found.files:
+        source = path.relative_to(root).as_posix()
+        seen.add(source)
+        st = path.stat()
+        state = FileState(source, path, st.st_size, st.st_mtime_ns)
+        entry = manifest.files.get(source)
+        if entry and same_chunker and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
+            state.sha256 = entry.sha256
+            plan.unchanged.append(state)
+            continue
+        state.sha256 = sha256_file(path)
+        if entry and same_chunker and entry.sha256 == state.sha256:
+            plan.unchanged.append(state)  # touched, not changed: only its mtime is refreshed
+        elif entry:
+            plan.changed.append(state)
+        else:
+            plan.added.append(state)
+    plan.deleted = sorted(s for s in manifest.files if s not in seen)
+    _pair_renames(plan, manifest)
+    return plan
+
+
+def _pair_renames(plan: Plan, manifest: Manifest) -> None:
+    """A new file with the bytes of a deleted one is a rename: its vectors move, nothing is embedded."""
+    gone = {manifest.files[s].sha256: s for s in plan.deleted}
+    for state in plan.added:
+        old = gone.pop(state.sha256, None)
+        if old is not None:
+            plan.renamed[state.source] = old
+
+
+class Syncer:
+    """Carries out a plan: load, chunk, reuse or embed, write in batches, record in the manifest."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChromaStore,
+        embedder: Embedder,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.progress = progress
+        self.limits = LoadLimits(
+            timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
+        )
+        self.path = manifest_path(settings)
+        self.manifest = Manifest.load(self.path)
+        self.summary = Summary()
+        self.dim: int | None = None
+
+    def check_model(self, dim: int) -> None:
+        """Refuse to mix vectors of two embedding models in one index."""
+        m = self.manifest
+        if m.embed_model and (m.embed_model, m.embed_dim) != (self.embedder.model, dim):
+            raise EmbeddingModelMismatch(
+                f"the index was built with embedding model '{m.embed_model}' ({m.embed_dim} dimensions) "
+                f"but '{self.embedder.model}' ({dim} dimensions) is configured; set "
+                f"RAG_EMBED_MODEL={m.embed_model}, or rebuild with: {REBUILD_HINT}"
+            )
+        self.store.ensure(self.embedder.model, dim)
+        self.dim = dim
+
+    def run(self, root: Path, plan: Plan) -> Summary:
+        started = time.monotonic()
+        self.root = root
+        s = self.summary
+        s.unchanged, s.skipped = len(plan.unchanged), len(plan.skipped)
+        self._refresh_unchanged(plan.unchanged)
+        group: list[_Job] = []
+        for state in plan.work:
+            job = self._prepare(state, plan)
+            self.progress(1)
+            if job is None:
+                continue
+            group.append(job)
+            if sum(len(j.chunks) - len(j.vectors) for j in group) >= self.settings.embed_batch_size:
+                self._finish(group)
+                group = []
+        self._finish(group)
+        self._delete([d for d in plan.deleted if d not in plan.renamed.values()])
+        self.manifest.chunker = chunker_settings(self.settings)
+        self._save()
+        s.seconds = time.monotonic() - started
+        return s
+
+    # -- per file -----------------------------------------------------------------------------------
+
+    def _prepare(self, state: FileState, plan: Plan) -> _Job | None:
+        try:
+            doc = load(state.path, self.root, self.limits)
+        except LoadError as exc:
+            # Nothing of this file's previous version is touched: what was stored stays stored.
+            log.warning("%s", exc)
+            self.summary.failures.append((state.source, str(exc)))
+            return None
+        chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
+        replaces = [src for src in (state.source, plan.renamed.get(state.source)) if src in self.manifest.files]
+        donors = [i for src in replaces for i in self.manifest.files[src].chunk_ids]
+        vectors, stored = self._reuse(chunks, donors)
+        kind = "renamed" if state.source in plan.renamed else ("updated" if state.source in self.manifest.files
+                                                                else "added")
+        return _Job(state, doc, chunks, vectors, stored, replaces, kind)
+
+    def _reuse(self, chunks: list[Chunk], donor_ids: list[str]) -> tuple[dict[str, list[float]], set[str]]:
+        """Vectors we already have for these texts: same chunk id, or same content in the old version.
+
+        This is what makes a rename, a re-run after an interruption, and an edit to one paragraph cost
+        (almost) no embedding calls.
+        """
+        wanted = {c.id for c in chunks} | set(donor_ids)
+        if not wanted or not self.store.exists():
+            return {}, set()
+        records, vectors = self.store.get_with_embeddings(sorted(wanted))
+        by_hash = {r.metadata.get("content_hash"): v for r, v in zip(records, vectors, strict=True)}
+        stored = {r.id for r in records if r.metadata.get("content_hash")}
+        found = {c.id: by_hash[c.content_hash] for c in chunks if c.content_hash in by_hash}
+        self.summary.chunks_reused += len(found)
+        same = {c.id for c in chunks if c.id in stored}
+        return found, same
+
+    # -- embedding and writing ----------------------------------------------------------------------
+
+    def _finish(self, group: list[_Job]) -> None:
+        """Embed what the group lacks, writing as each batch arrives, then commit file by file."""
+        todo = [(job, c) for job in group for c in job.chunks if c.id not in job.vectors]
+        size = self.settings.embed_batch_size
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            self._embed_batch(batch)
+            self._write(batch)
+        for job in group:
+            self._write([(job, c) for c in job.chunks])  # reused vectors under new ids (renames, moves)
+            self._commit(job)
+
+    def _embed_batch(self, batch: list[tuple[_Job, Chunk]]) -> None:
+        try:
+            vectors = self._embed([c.text for _, c in batch])
+        except InputTooLong:
+            # Find the inputs the model refuses one by one, and split only those.
+            for job, chunk in batch:
+                self._embed_one(job, chunk, 0)
+            return
+        for (job, chunk), vec in zip(batch, vectors, strict=True):
+            job.vectors[chunk.id] = vec
+
+    def _embed_one(self, job: _Job, chunk: Chunk, depth: int) -> None:
+        try:
+            job.vectors[chunk.id] = self._embed([chunk.text])[0]
+            return
+        except InputTooLong:
+            if depth >= MAX_SPLIT_DEPTH:
+                raise
+        pieces = split_chunk(chunk, _page_text(job.doc, chunk.page))
+        log.info("%s: a chunk of about %d tokens is too long for %s; split in %d",
+                 job.state.source, chunk.tokens, self.embedder.model, len(pieces))
+        index = job.chunks.index(chunk)
+        job.chunks[index : index + 1] = pieces
+        for piece in pieces:
+            self._embed_one(job, piece, depth + 1)
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        self.summary.embed_calls += 1
+        return self.embedder.embed(texts)
+
+    def _write(self, items: list[tuple[_Job, Chunk]]) -> None:
+        items = [(j, c) for j, c in items if c.id in j.vectors and c.id not in j.stored]
+        if not items:
+            return
+        self.store.upsert([_record(j, c) for j, c in items], [j.vectors[c.id] for j, c in items])
+        for job, chunk in items:
+            job.stored.add(chunk.id)
+        self.summary.chunks_written += len(items)
+
+    def _commit(self, job: _Job) -> None:
+        """The file's new chunks are all stored: only now drop the chunks they replace, and record it."""
+        keep = {c.id for c in job.chunks}
+        stale = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids if i not in keep]
+        self.store.delete(stale)
+        for src in job.replaces:
+            del self.manifest.files[src]
+        st = job.state
+        pages = max((p.number or 0 for p in job.doc.pages), default=0) or None
+        self.manifest.files[st.source] = FileEntry(
+            st.source, st.size, st.mtime_ns, st.sha256, [c.id for c in job.chunks], pages
+        )
+        setattr(self.summary, job.kind, getattr(self.summary, job.kind) + 1)
+        self._save()
+
+    def _delete(self, sources: list[str]) -> None:
+        for source in sources:
+            entry = self.manifest.files.pop(source)
+            self.store.delete(entry.chunk_ids)
+            self.summary.deleted += 1
+            self._save()
+
+    def _refresh_unchanged(self, states: list[FileState]) -> None:
+        for st in states:
+            entry = self.manifest.files[st.source]
+            entry.size, entry.mtime_ns = st.size, st.mtime_ns
+
+    def _save(self) -> None:
+        self.manifest.embed_model = self.embedder.model
+        self.manifest.embed_dim = self.dim
+        self.manifest.save(self.path)
+
+
+def _page_text(doc: LoadedDocument, page: int | None) -> str:
+    for p in doc.pages:
+        if p.number == page:
+            return p.text
+    raise KeyError(page)
+
+
+def _record(job: _Job, chunk: Chunk) -> Record:
+    meta: dict[str, Any] = {
+        "source": chunk.source,
+        "position": chunk.position,
+        "part": getattr(chunk, "part", 0),
+        "start": chunk.start,
+        "end": chunk.end,
+        "content_hash": chunk.content_hash,
+        "tokens": chunk.tokens,
+        "file_sha256": job.state.sha256,
+    }
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    return Record(chunk.id, chunk.text, meta)
+
+
+def check_root(root: Path) -> None:
+    if not root.exists():
+        raise BadRequest(f"folder {root} does not exist; give the folder of documents to ingest")
+    if not root.is_dir():
+        raise BadRequest(f"{root} is a file, not a folder; give the folder that contains it")

@@ -1,0 +1,1 @@
+"""Offline-first RAG question answering over a folder of documents, served by Ollama models."""

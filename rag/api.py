@@ -1,0 +1,224 @@
+"""The HTTP API: an app factory, thin routes, and the one place where our errors become status codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from rag import llm as ollama_adapter
+from rag.config import Settings
+from rag.errors import RagError
+from rag.lock import store_lock
+from rag.pipeline import RagPipeline, Source
+from rag.store import ChromaStore
+
+log = logging.getLogger(__name__)
+
+
+# -- request and response models ------------------------------------------------------------------
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000, description="The question, in any language.")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks to retrieve.")
+    stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
+
+
+class RetrieveRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(default=None, ge=1, le=50)
+
+
+class SourceOut(BaseModel):
+    n: int
+    source: str
+    page: int | None
+    chunk_id: str
+    score: float
+    text: str
+    start: int | None = None
+    end: int | None = None
+
+
+class AskResponse(BaseModel):
+    answer: str
+    sources: list[SourceOut]
+    model: str
+    abstained: bool
+    timings_ms: dict[str, float]
+
+
+class RetrieveResponse(BaseModel):
+    sources: list[SourceOut]
+
+
+class DocumentOut(BaseModel):
+    source: str
+    chunks: int
+
+
+class DocumentsResponse(BaseModel):
+    documents: list[DocumentOut]
+    total_chunks: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "Embedding model mismatch, or nothing indexed"},
+    422: {"model": ErrorResponse, "description": "Bad input"},
+    503: {"model": ErrorResponse, "description": "Ollama unreachable, or a model not pulled"},
+}
+
+
+# -- the app ----------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if not settings.chroma_host:
+                # The embedded store is single-process: serving holds it, so an ingest fails fast.
+                stack.enter_context(store_lock(settings, "rag serve"))
+            store = ChromaStore.open(settings)
+            app.state.settings = settings
+            app.state.store = store
+            app.state.pipeline = RagPipeline(
+                settings, store, ollama_adapter.build_llm(settings), ollama_adapter.build_embed_model(settings)
+            )
+            yield
+
+    app = FastAPI(
+        title="ollama-rag",
+        summary="Questions answered from your documents, with numbered sources, by Ollama models.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def get_pipeline(request: Request) -> RagPipeline:
+    pipeline: RagPipeline = request.app.state.pipeline
+    return pipeline
+
+
+Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
+
+
+def _sources(sources: list[Source]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in sources]
+
+
+def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    try:
+        for event in events:
+            if event["type"] == "sources":
+                event = {**event, "sources": _sources(event["sources"])}
+            yield (json.dumps(event, ensure_ascii=False) + "\n").encode()
+    except RagError as exc:
+        # Headers are gone already: the error travels as the stream's last record.
+        yield (json.dumps({"type": "error", "error": {"code": exc.code, "message": exc.message}}) + "\n").encode()
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.post("/ask", response_model=AskResponse, responses=ERRORS)
+    def ask(body: AskRequest, pipeline: Pipeline) -> Any:
+        """Answer from the indexed documents, citing numbered sources. `stream: true` gives NDJSON."""
+        if body.stream:
+            events = pipeline.ask_stream(body.question, body.top_k)
+            first = next(events)  # retrieval errors become proper status codes, before streaming starts
+            return StreamingResponse(
+                _ndjson(_chain(first, events)), media_type="application/x-ndjson"
+            )
+        answer = pipeline.ask(body.question, body.top_k)
+        return {**answer.to_dict(), "sources": _sources(answer.sources)}
+
+    @app.post("/retrieve", response_model=RetrieveResponse, responses=ERRORS)
+    def retrieve(body: RetrieveRequest, pipeline: Pipeline) -> Any:
+        """The chunks `/ask` would use, with their scores; no generation."""
+        return {"sources": _sources(pipeline.retrieve(body.question, body.top_k))}
+
+    @app.get("/documents", response_model=DocumentsResponse, responses=ERRORS)
+    def documents(pipeline: Pipeline) -> Any:
+        """What is indexed, per source file, with chunk counts."""
+        counts = pipeline.store.sources() if pipeline.store.exists() else {}
+        docs = [{"source": s, "chunks": n} for s, n in sorted(counts.items())]
+        return {"documents": docs, "total_chunks": sum(counts.values())}
+
+    @app.get("/health")
+    def health(pipeline: Pipeline) -> JSONResponse:
+        """Ollama reachable, both models present, store readable; 503 when any is not."""
+        report = health_report(pipeline)
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield first
+    yield from rest
+
+
+def health_report(pipeline: RagPipeline) -> dict[str, Any]:
+    settings = pipeline.settings
+    ollama: dict[str, Any] = {"url": settings.ollama_url, "reachable": False}
+    try:
+        missing = ollama_adapter.missing_models(settings)
+        ollama.update(reachable=True, models={
+            m: m not in missing for m in (settings.chat_model, settings.embed_model)
+        })
+        if missing:
+            ollama["hint"] = "; ".join(f"ollama pull {m}" for m in missing)
+    except RagError as exc:
+        ollama["error"] = exc.message
+        missing = []
+    store: dict[str, Any] = {"readable": False}
+    try:
+        store.update(readable=True, chunks=pipeline.store.count())
+        if pipeline.store.exists():
+            store["embed_model"], store["embed_dim"] = pipeline.store.indexed_model()
+    except RagError as exc:
+        store["error"] = exc.message
+    ok = ollama["reachable"] and not missing and store["readable"]
+    return {"status": "ok" if ok else "degraded", "ollama": ollama, "store": store}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RagError)
+    async def rag_error(request: Request, exc: RagError) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return _error(422, "bad_request", "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; the server log has the details")

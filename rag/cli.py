@@ -1,0 +1,201 @@
+"""The `rag` command: ingest, ask, serve, status, engine. Builds the settings and configures logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from rag.config import Settings
+from rag.errors import RagError
+
+log = logging.getLogger("rag")
+
+EXIT_OK, EXIT_FILES_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"RAG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        _fail(f"invalid settings: {problems}")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _setup_logging(settings: Settings, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, settings.log_level),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "chromadb", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Offline-first question answering over your documents, with Ollama models."""
+    settings = _settings()
+    _setup_logging(settings, verbose)
+    ctx.obj = settings
+
+
+def _progress(total: int) -> Callable[[int], None]:
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal, silence in logs and pipes.
+    bar = tqdm(total=total, unit="file", desc="ingest", disable=None, file=sys.stderr)
+    return bar.update
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print what would change; touch nothing.")
+@click.option("--rebuild", is_flag=True, help="Drop the index and ingest everything again.")
+@click.pass_obj
+def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool) -> None:
+    """Sync FOLDER (PDF, Markdown, text, HTML) into the index: only what changed is embedded."""
+    from ingest.run import ingest_folder
+
+    try:
+        result = ingest_folder(folder, settings, dry_run=dry_run, rebuild=rebuild, progress_factory=_progress)
+    except RagError as exc:
+        _fail(exc.message)
+    plan, summary = result.plan, result.summary
+    if summary is None:
+        for line in plan.lines() or ["nothing to do"]:
+            click.echo(line)
+        click.echo(f"dry run: {len(plan.unchanged)} unchanged, {len(plan.skipped)} skipped; nothing was changed")
+        return
+    for source, reason in summary.failures:
+        click.echo(f"failed: {reason}", err=True)
+    click.echo(
+        f"files: {summary.added} added, {summary.updated} updated, {summary.renamed} renamed, "
+        f"{summary.unchanged} unchanged, {summary.deleted} deleted, {summary.failed} failed, "
+        f"{summary.skipped} skipped; chunks: {summary.chunks_written} written, "
+        f"{summary.chunks_reused} reused; embedding calls: {summary.embed_calls}; "
+        f"{summary.seconds:.1f}s"
+    )
+    sys.exit(EXIT_FILES_FAILED if summary.failures else EXIT_OK)
+
+
+def _print_answer(answer: dict[str, Any]) -> None:
+    click.echo(answer["answer"])
+    if answer["sources"]:
+        click.echo("\nSources:")
+    for s in answer["sources"]:
+        page = f", page {s['page']}" if s.get("page") else ""
+        click.echo(f"  [{s['n']}] {s['source']}{page} (score {s['score']:.2f})")
+
+
+@main.command()
+@click.argument("question")
+@click.option("--top-k", type=int, default=None, help="Chunks to retrieve.")
+@click.option("--url", default=None, help="Ask a running `rag serve` (e.g. http://127.0.0.1:8080).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole JSON answer.")
+@click.pass_obj
+def ask(settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool) -> None:
+    """Answer QUESTION from the indexed documents, with numbered sources."""
+    try:
+        answer = _ask_server(url, question, top_k) if url else _ask_here(settings, question, top_k)
+    except RagError as exc:
+        _fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
+    else:
+        _print_answer(answer)
+
+
+def _ask_here(settings: Settings, question: str, top_k: int | None) -> dict[str, Any]:
+    from contextlib import nullcontext
+    from dataclasses import asdict
+
+    from rag import llm
+    from rag.lock import store_lock
+    from rag.pipeline import RagPipeline
+    from rag.store import ChromaStore
+
+    with store_lock(settings, "rag ask") if not settings.chroma_host else nullcontext():
+        store = ChromaStore.open(settings)
+        pipeline = RagPipeline(settings, store, llm.build_llm(settings), llm.build_embed_model(settings))
+        answer = pipeline.ask(question, top_k)
+    return {**answer.to_dict(), "sources": [asdict(s) for s in answer.sources]}
+
+
+def _ask_server(url: str, question: str, top_k: int | None) -> dict[str, Any]:
+    import httpx
+
+    try:
+        r = httpx.post(f"{url.rstrip('/')}/ask", json={"question": question, "top_k": top_k}, timeout=600)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach rag serve at {url}: {exc}")
+    body = r.json()
+    if r.status_code != 200:
+        _fail(body.get("error", {}).get("message", r.text))
+    result: dict[str, Any] = body
+    return result
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default RAG_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default RAG_PORT, 8080).")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (/ask, /retrieve, /documents, /health; docs at /docs)."""
+    import uvicorn
+
+    from rag.api import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """What is indexed, and whether Ollama and both models are there."""
+    from ingest.manifest import Manifest
+    from ingest.sync import manifest_path
+    from rag import llm
+
+    manifest = Manifest.load(manifest_path(settings))
+    click.echo(f"storage:     {settings.storage_dir}" + (f" (Chroma server {settings.chroma_host}:"
+                                                        f"{settings.chroma_port})" if settings.chroma_host else ""))
+    chunks = sum(len(e.chunk_ids) for e in manifest.files.values())
+    click.echo(f"indexed:     {len(manifest.files)} files, {chunks} chunks")
+    click.echo(f"embeddings:  {manifest.embed_model or '-'} ({manifest.embed_dim or '-'} dimensions)")
+    click.echo(f"ollama:      {settings.ollama_url}")
+    try:
+        missing = llm.missing_models(settings)
+    except RagError as exc:
+        click.echo(f"  unreachable: {exc.message}")
+        sys.exit(EXIT_ERROR)
+    for model in (settings.chat_model, settings.embed_model):
+        click.echo(f"  {model}: " + ("missing; run: ollama pull " + model if model in missing else "present"))
+    sys.exit(EXIT_ERROR if missing else EXIT_OK)
+
+
+@main.command()
+def engine() -> None:
+    """Run the bundled local engine: Ollama's HTTP API with smollm2:135m and all-minilm, offline."""
+    from rag.engine.config import EngineSettings
+    from rag.engine.server import serve as serve_engine
+
+    serve_engine(EngineSettings())

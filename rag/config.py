@@ -1,0 +1,111 @@
+"""Settings: the one object built at an entry point and passed to everything else."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OLLAMA_DEFAULT_PORT = 11434
+
+
+def parse_ollama_host(value: str | None) -> tuple[str, str, int]:
+    """Split OLLAMA_HOST into (scheme, host, port) with Ollama's own rules (envconfig.Host).
+
+    `host`, `host:port`, `scheme://host[:port]`; an empty value means 127.0.0.1:11434; a scheme
+    given without a port means that scheme's port (80/443), as in Ollama.
+    """
+    raw = (value or "").strip()
+    default_port = OLLAMA_DEFAULT_PORT
+    if "://" in raw:
+        scheme, _, hostport = raw.partition("://")
+        default_port = {"http": 80, "https": 443}.get(scheme, OLLAMA_DEFAULT_PORT)
+    else:
+        scheme, hostport = "http", raw
+    hostport = hostport.split("/", 1)[0]
+    try:  # a bare IP address, IPv6 included, has no port
+        return scheme, str(ipaddress.ip_address(hostport.strip("[]"))), default_port
+    except ValueError:
+        pass
+    parts = urlsplit(f"//{hostport}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number: Ollama warns and uses the default
+        host, port = hostport.rsplit(":", 1)[0].strip("[]"), None
+    return scheme, host or "127.0.0.1", port if port is not None else default_port
+
+
+def format_host_url(scheme: str, host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"{scheme}://{host}:{port}"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from the environment (RAG_*, OLLAMA_HOST) or a `.env` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    ollama_host: str = Field(
+        default="127.0.0.1:11434",
+        validation_alias=AliasChoices("OLLAMA_HOST", "RAG_OLLAMA_HOST", "ollama_host"),
+        description="Where Ollama (or the bundled local engine) listens; Ollama's own variable.",
+    )
+    chat_model: str = "smollm2:135m"
+    embed_model: str = "all-minilm"
+    storage_dir: Path = Path("storage")
+    chroma_host: str | None = Field(default=None, description="Use a Chroma server instead of storage/.")
+    chroma_port: int = 8000
+    collection: str = "documents"
+    chunk_size: int = Field(default=200, ge=16, le=8192, description="Chunk size in tokens.")
+    chunk_overlap: int = Field(default=30, ge=0, description="Overlap between chunks in tokens.")
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    top_k: int = Field(default=4, ge=1, le=50)
+    request_timeout: float = Field(default=300.0, gt=0, description="Seconds; a CPU model's first load is slow.")
+    keep_alive: str = "30m"
+    num_ctx: int = Field(default=2048, ge=256, description="Kept constant: Ollama reloads on change.")
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
+    seed: int = 42
+    num_predict: int = Field(default=256, ge=1)
+    min_score: float = Field(
+        default=0.2, description="Below this cosine similarity a chunk is not relevant to the question."
+    )
+    file_timeout: float = Field(default=60.0, gt=0, description="Seconds allowed to extract one file.")
+    file_memory_mb: int = Field(default=1024, ge=64, description="Memory allowed to extract one file.")
+    max_file_mb: int = Field(default=200, ge=1, description="Larger files are skipped and reported.")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("chroma_host")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+    @property
+    def ollama_url(self) -> str:
+        scheme, host, port = parse_ollama_host(self.ollama_host)
+        if host in ("0.0.0.0", "::"):  # a bind-all address is not somewhere a client can connect to
+            host = "127.0.0.1"
+        return format_host_url(scheme, host, port)
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.storage_dir / "chroma"

@@ -1,0 +1,51 @@
+"""The error tree: what can go wrong, said so a user knows what to do. Mapped to HTTP in api.py."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error we raise on purpose. `code` is stable; `message` is for people."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(RagError):
+    code, status = "bad_request", 422
+
+
+class OllamaUnavailable(RagError):
+    code, status = "ollama_unavailable", 503
+
+
+class ModelNotFound(RagError):
+    code, status = "model_not_found", 503
+
+    def __init__(self, model: str, host: str = "") -> None:
+        where = f" at {host}" if host else ""
+        super().__init__(f"model '{model}' is not available on Ollama{where}; run: ollama pull {model}")
+        self.model = model
+
+
+class OllamaError(RagError):
+    code, status = "ollama_error", 502
+
+
+class EmbeddingModelMismatch(RagError):
+    code, status = "embedding_model_mismatch", 409
+
+
+class StoreLocked(RagError):
+    code, status = "store_locked", 409
+
+
+class StoreUnavailable(RagError):
+    code, status = "store_unavailable", 503
+
+
+class NotIndexed(RagError):
+    code, status = "not_indexed", 409

@@ -1,0 +1,140 @@
+"""The Ollama adapters: the chat model, the embedder, model checks, and Ollama's errors made ours."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpx
+import ollama
+from llama_index.embeddings.ollama import OllamaEmbedding
+from llama_index.llms.ollama import Ollama
+
+from rag.config import Settings
+from rag.errors import ModelNotFound, OllamaError, OllamaUnavailable, RagError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Ollama's wording when an input is longer than the embedding model's context (truncate: false).
+TOO_LONG = "input length exceeds"
+
+
+class InputTooLong(RagError):
+    """The embedding model refused an input as longer than its context; the caller splits it."""
+
+    code, status = "input_too_long", 422
+
+
+@contextmanager
+def ollama_errors(settings: Settings, model: str) -> Iterator[None]:
+    """Translate what the Ollama client raises into our error tree, with what to do about it."""
+    try:
+        yield
+    except ollama.ResponseError as exc:
+        text = str(exc.error)
+        if exc.status_code == 404 and "not found" in text:
+            raise ModelNotFound(model, settings.ollama_url) from exc
+        if exc.status_code in (400, 413, 500) and TOO_LONG in text:
+            raise InputTooLong(text) from exc
+        if exc.status_code == 503:
+            raise OllamaUnavailable(f"Ollama at {settings.ollama_url} is busy ({text}); retry later") from exc
+        raise OllamaError(f"Ollama at {settings.ollama_url} answered {exc.status_code}: {text}") from exc
+    except (ConnectionError, httpx.ConnectError) as exc:
+        raise OllamaUnavailable(
+            f"cannot reach Ollama at {settings.ollama_url}; start it (`ollama serve`, or the bundled "
+            "`rag engine`) or set OLLAMA_HOST"
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise OllamaUnavailable(
+            f"Ollama at {settings.ollama_url} did not answer within {settings.request_timeout:g}s; "
+            "raise RAG_REQUEST_TIMEOUT if the model is still loading"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise OllamaUnavailable(f"talking to Ollama at {settings.ollama_url} failed: {exc}") from exc
+
+
+def call(settings: Settings, model: str, fn: Callable[[], T]) -> T:
+    with ollama_errors(settings, model):
+        return fn()
+
+
+def make_client(settings: Settings) -> ollama.Client:
+    return ollama.Client(host=settings.ollama_url, timeout=settings.request_timeout)
+
+
+def chat_options(settings: Settings) -> dict[str, Any]:
+    """Options sent with every chat call. num_ctx never varies: a change makes Ollama reload the model."""
+    return {"num_ctx": settings.num_ctx, "seed": settings.seed, "num_predict": settings.num_predict}
+
+
+def build_llm(settings: Settings) -> Ollama:
+    return Ollama(
+        model=settings.chat_model,
+        base_url=settings.ollama_url,
+        request_timeout=settings.request_timeout,
+        temperature=settings.temperature,
+        context_window=settings.num_ctx,
+        keep_alive=settings.keep_alive,
+        additional_kwargs=chat_options(settings),
+    )
+
+
+def build_embed_model(settings: Settings) -> OllamaEmbedding:
+    return OllamaEmbedding(
+        model_name=settings.embed_model,
+        base_url=settings.ollama_url,
+        embed_batch_size=settings.embed_batch_size,
+        keep_alive=settings.keep_alive,
+        client_kwargs={"timeout": settings.request_timeout},
+    )
+
+
+class Embedder:
+    """Batch embedding through /api/embed with truncate: false, so nothing is cut silently."""
+
+    def __init__(self, settings: Settings, client: ollama.Client | None = None) -> None:
+        self.settings = settings
+        self.model = settings.embed_model
+        self._client = client or make_client(settings)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors for texts, in order. Raises InputTooLong when the model refuses an input."""
+        if not texts:
+            return []
+        response = call(
+            self.settings,
+            self.model,
+            lambda: self._client.embed(
+                model=self.model, input=list(texts), truncate=False, keep_alive=self.settings.keep_alive
+            ),
+        )
+        vectors = [list(map(float, v)) for v in response.embeddings]
+        if len(vectors) != len(texts):
+            raise OllamaError(f"Ollama returned {len(vectors)} embeddings for {len(texts)} inputs")
+        return vectors
+
+    def dimension(self) -> int:
+        return len(self.embed(["dimension probe"])[0])
+
+
+def available_models(settings: Settings) -> set[str]:
+    client = make_client(settings)
+    listed = call(settings, settings.chat_model, client.list)
+    names: set[str] = set()
+    for m in listed.models:
+        name = m.model or ""
+        names.add(name)
+        if name.endswith(":latest"):
+            names.add(name.removesuffix(":latest"))
+    return names
+
+
+def missing_models(settings: Settings) -> list[str]:
+    """The configured models Ollama does not have; raises OllamaUnavailable when it is down."""
+    have = available_models(settings)
+    wanted = [settings.chat_model, settings.embed_model]
+    return [m for m in wanted if m not in have and f"{m}:latest" not in have]

@@ -1,0 +1,52 @@
+"""One writer per store: a lock file that fails fast instead of waiting on Chroma's SQLite lock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from rag.config import Settings
+from rag.errors import StoreLocked
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.storage_dir / "rag.lock"
+
+
+@contextmanager
+def store_lock(settings: Settings, purpose: str) -> Iterator[None]:
+    """Hold the store for `purpose` ("ingest", "serve", ...) or raise StoreLocked at once.
+
+    The embedded Chroma store is not process-safe: a second process can block on its SQLite lock
+    for minutes, so we refuse up front and say who holds it.
+    """
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = path.with_suffix(".owner")
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreLocked(_held_message(settings, owner)) from None
+    try:
+        owner.write_text(f"{purpose} (pid {os.getpid()})", encoding="utf-8")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def _held_message(settings: Settings, owner: Path) -> str:
+    try:
+        who = owner.read_text(encoding="utf-8").strip() or "another rag process"
+    except OSError:
+        who = "another rag process"
+    return (
+        f"the store {settings.storage_dir} is in use by {who}; stop that process and retry, "
+        "or run a Chroma server (`chroma run --path DIR`) and set RAG_CHROMA_HOST so several "
+        "processes can share it"
+    )

@@ -1,0 +1,185 @@
+"""Answering: retrieve numbered chunks, prompt the chat model to answer only from them, time each stage."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.llms import LLM, ChatMessage, MessageRole
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from rag.config import Settings
+from rag.llm import ollama_errors
+from rag.store import ChromaStore
+
+log = logging.getLogger(__name__)
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"[A-Za-z]+")
+
+NOT_COVERED = {
+    "en": "The documents do not cover this.",
+    "zh": "文档中没有涉及这个问题。",
+}
+
+SYSTEM_PROMPT = {
+    "en": (
+        "You answer questions using only the numbered sources you are given. "
+        "Cite the sources you use like [1] or [2]. "
+        f"If the sources do not contain the answer, reply exactly: {NOT_COVERED['en']} "
+        "Answer in English, in one to three sentences."
+    ),
+    "zh": (
+        "你只根据给出的编号资料回答问题。引用资料时写 [1]、[2]。"
+        f"如果资料中没有答案，就只回答：{NOT_COVERED['zh']}"
+        "用中文回答，一到三句话。"
+    ),
+}
+
+QUESTION_LABEL = {"en": ("Sources", "Question"), "zh": ("资料", "问题")}
+
+
+def language_of(text: str) -> str:
+    """'zh' when the question is mostly Chinese, else 'en': the answer follows the question."""
+    cjk = len(_CJK.findall(text))
+    latin = sum(len(w) for w in _WORD.findall(text)) / 4  # a Latin word weighs about one CJK character
+    return "zh" if cjk and cjk >= latin else "en"
+
+
+@dataclass
+class Source:
+    n: int
+    source: str
+    page: int | None
+    chunk_id: str
+    score: float
+    text: str
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass
+class Answer:
+    answer: str
+    sources: list[Source]
+    model: str
+    abstained: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ChromaRetriever(BaseRetriever):
+    """LlamaIndex retriever over our Chroma adapter; the query is embedded by the embed_model passed in."""
+
+    def __init__(self, store: ChromaStore, embed_model: BaseEmbedding, top_k: int) -> None:
+        super().__init__()
+        self._store = store
+        self._embed_model = embed_model
+        self._top_k = top_k
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        vector = self._embed_model.get_query_embedding(query_bundle.query_str)
+        return [
+            NodeWithScore(node=TextNode(id_=h.record.id, text=h.record.text, metadata=h.record.metadata),
+                          score=h.score)
+            for h in self._store.query(vector, self._top_k)
+        ]
+
+
+def to_sources(nodes: list[NodeWithScore]) -> list[Source]:
+    out = []
+    for n, node in enumerate(nodes, start=1):
+        meta = node.node.metadata
+        out.append(Source(
+            n=n, source=meta.get("source", "?"), page=meta.get("page"), chunk_id=node.node.node_id,
+            score=round(float(node.score or 0.0), 4), text=node.node.get_content(),
+            start=meta.get("start"), end=meta.get("end"),
+        ))
+    return out
+
+
+def build_messages(question: str, sources: list[Source], lang: str) -> list[ChatMessage]:
+    label, q_label = QUESTION_LABEL[lang]
+    numbered = "\n\n".join(
+        f"[{s.n}] ({s.source}{f', p. {s.page}' if s.page else ''})\n{s.text}" for s in sources
+    )
+    return [
+        ChatMessage(role=MessageRole.SYSTEM, content=SYSTEM_PROMPT[lang]),
+        ChatMessage(role=MessageRole.USER, content=f"{label}:\n{numbered}\n\n{q_label}: {question}"),
+    ]
+
+
+class RagPipeline:
+    """The same path for `/ask`, `rag ask` and `rag eval`: retrieve, then generate from the sources."""
+
+    def __init__(self, settings: Settings, store: ChromaStore, llm: LLM, embed_model: BaseEmbedding) -> None:
+        self.settings = settings
+        self.store = store
+        self.llm = llm
+        self.embed_model = embed_model
+
+    def retrieve(self, question: str, top_k: int | None = None) -> list[Source]:
+        self.store.check_model(self.settings.embed_model)
+        retriever = ChromaRetriever(self.store, self.embed_model, top_k or self.settings.top_k)
+        with ollama_errors(self.settings, self.settings.embed_model):
+            nodes = retriever.retrieve(question)
+        return to_sources(nodes)
+
+    def relevant(self, sources: list[Source]) -> list[Source]:
+        kept = [s for s in sources if s.score >= self.settings.min_score]
+        for n, s in enumerate(kept, start=1):
+            s.n = n
+        return kept
+
+    def ask(self, question: str, top_k: int | None = None) -> Answer:
+        events = list(self.ask_stream(question, top_k))
+        done = events[-1]
+        return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"])
+
+    def ask_stream(self, question: str, top_k: int | None = None) -> Iterator[dict[str, Any]]:
+        """Events: {"type": "sources"}, then {"type": "token"}..., then {"type": "done"} with timings.
+
+        Retrieval runs before the first event, so its errors surface before anything is sent.
+        """
+        t0 = time.perf_counter()
+        lang = language_of(question)
+        sources = self.relevant(self.retrieve(question, top_k))
+        t1 = time.perf_counter()
+        yield {"type": "sources", "sources": sources}
+        parts: list[str] = []
+        if sources:
+            with ollama_errors(self.settings, self.settings.chat_model):
+                for chunk in self.llm.stream_chat(build_messages(question, sources, lang)):
+                    if chunk.delta:
+                        parts.append(chunk.delta)
+                        yield {"type": "token", "text": chunk.delta}
+        else:
+            # Nothing relevant was retrieved: say so rather than let the model guess.
+            parts.append(NOT_COVERED[lang])
+            yield {"type": "token", "text": NOT_COVERED[lang]}
+        t2 = time.perf_counter()
+        answer = "".join(parts).strip()
+        yield {
+            "type": "done",
+            "answer": answer,
+            "model": self.settings.chat_model,
+            "abstained": is_abstention(answer),
+            "timings_ms": {
+                "retrieve": round((t1 - t0) * 1000, 1),
+                "generate": round((t2 - t1) * 1000, 1),
+                "total": round((t2 - t0) * 1000, 1),
+            },
+        }
+
+
+def is_abstention(answer: str) -> bool:
+    flat = answer.strip().lower()
+    return any(flat.startswith(s.lower().rstrip(".。")) for s in NOT_COVERED.values()) or not flat

@@ -1,0 +1,196 @@
+"""The Chroma adapter: opens the collection (embedded or server), writes in safe batches, queries."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rag.config import Settings
+from rag.errors import EmbeddingModelMismatch, NotIndexed, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# Collection metadata keys: the index remembers which model made its vectors.
+META_MODEL = "embed_model"
+META_DIM = "embed_dim"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored chunk: what Chroma keeps for it, apart from the vector."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    record: Record
+    score: float  # cosine similarity, higher is closer
+
+
+def make_client(settings: Settings) -> Any:
+    """A Chroma client: a server when one is configured, else the embedded store under storage/."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    try:
+        if settings.chroma_host:
+            return chromadb.HttpClient(
+                host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+            )
+        settings.chroma_path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    except Exception as exc:  # chromadb raises bare ValueError/ConnectionError for an unreachable server
+        where = (
+            f"the Chroma server at {settings.chroma_host}:{settings.chroma_port}"
+            if settings.chroma_host
+            else f"the store at {settings.chroma_path}"
+        )
+        raise StoreUnavailable(f"cannot open {where}: {exc}") from exc
+
+
+REBUILD_HINT = "rag ingest DIR --rebuild"
+
+
+class ChromaStore:
+    """The chunk collection. One instance per process; never shared across processes when embedded."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self._client = client
+        self.name = name
+        self._collection: Any = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> ChromaStore:
+        return cls(make_client(settings), settings.collection)
+
+    # -- collection lifecycle -------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self._find() is not None
+
+    def _find(self) -> Any:
+        if self._collection is None:
+            names = {getattr(c, "name", c) for c in self._client.list_collections()}
+            if self.name in names:
+                self._collection = self._client.get_collection(self.name, embedding_function=None)
+        return self._collection
+
+    @property
+    def collection(self) -> Any:
+        found = self._find()
+        if found is None:
+            raise NotIndexed("nothing is indexed yet; run: rag ingest DIR")
+        return found
+
+    def ensure(self, model: str, dim: int) -> None:
+        """Create the collection for this embedding model, or check that it was built with it."""
+        if self._find() is None:
+            self._collection = self._client.create_collection(
+                self.name,
+                metadata={"hnsw:space": "cosine", META_MODEL: model, META_DIM: dim},
+                embedding_function=None,
+            )
+            return
+        self.check_model(model, dim)
+
+    def indexed_model(self) -> tuple[str | None, int | None]:
+        meta = self.collection.metadata or {}
+        return meta.get(META_MODEL), meta.get(META_DIM)
+
+    def check_model(self, model: str, dim: int | None = None) -> None:
+        built_with, built_dim = self.indexed_model()
+        if built_with is None:
+            return
+        if built_with != model or (dim is not None and built_dim not in (None, dim)):
+            raise EmbeddingModelMismatch(
+                f"the index was built with embedding model '{built_with}' ({built_dim} dimensions) "
+                f"but '{model}'{f' ({dim} dimensions)' if dim else ''} is configured; either set "
+                f"RAG_EMBED_MODEL={built_with}, or rebuild the index with: {REBUILD_HINT}"
+            )
+
+    def drop(self) -> None:
+        if self._find() is not None:
+            self._client.delete_collection(self.name)
+        self._collection = None
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    @property
+    def max_batch(self) -> int:
+        return int(self._client.get_max_batch_size())
+
+    def _batches(self, n: int) -> Iterator[slice]:
+        step = max(1, self.max_batch)
+        for start in range(0, n, step):
+            yield slice(start, min(n, start + step))
+
+    def upsert(self, records: Sequence[Record], embeddings: Sequence[Sequence[float]]) -> None:
+        # Chroma rejects a write larger than get_max_batch_size() (about 5,461 on a default build).
+        for part in self._batches(len(records)):
+            batch = records[part]
+            self.collection.upsert(
+                ids=[r.id for r in batch],
+                documents=[r.text for r in batch],
+                metadatas=[r.metadata for r in batch],
+                embeddings=[list(e) for e in embeddings[part]],
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = list(ids)
+        for part in self._batches(len(ids)):
+            self.collection.delete(ids=ids[part])
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        found = self._find()
+        return int(found.count()) if found is not None else 0
+
+    def get_with_embeddings(self, ids: Sequence[str]) -> tuple[list[Record], list[list[float]]]:
+        records: list[Record] = []
+        vectors: list[list[float]] = []
+        ids = list(ids)
+        for part in self._batches(len(ids)):
+            got = self.collection.get(ids=ids[part], include=["documents", "metadatas", "embeddings"])
+            for i, rid in enumerate(got["ids"]):
+                records.append(Record(rid, got["documents"][i], dict(got["metadatas"][i])))
+                vectors.append([float(x) for x in got["embeddings"][i]])
+        return records, vectors
+
+    def query(self, embedding: Sequence[float], k: int) -> list[Hit]:
+        if self.count() == 0:
+            return []
+        res = self.collection.query(
+            query_embeddings=[list(embedding)],
+            n_results=k,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            Hit(Record(rid, doc, dict(meta)), 1.0 - float(dist))
+            for rid, doc, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
+            )
+        ]
+
+    def sources(self) -> Counter[str]:
+        """Chunk counts per source path, read from the stored metadata."""
+        counts: Counter[str] = Counter()
+        total = self.count()
+        step = 5000
+        for offset in range(0, total, step):
+            got = self.collection.get(include=["metadatas"], limit=step, offset=offset)
+            counts.update(m.get("source", "?") for m in got["metadatas"])
+        return counts
+
+    def heartbeat(self) -> None:
+        try:
+            self._client.heartbeat()
+        except Exception as exc:  # the server went away; chromadb does not type this error
+            raise StoreUnavailable(f"the Chroma store is not reachable: {exc}") from exc
