@@ -80,7 +80,7 @@ def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool) -> No
             click.echo(line)
         click.echo(f"dry run: {len(plan.unchanged)} unchanged, {len(plan.skipped)} skipped; nothing was changed")
         return
-    for source, reason in summary.failures:
+    for _source, reason in summary.failures:
         click.echo(f"failed: {reason}", err=True)
     click.echo(
         f"files: {summary.added} added, {summary.updated} updated, {summary.renamed} renamed, "
@@ -199,3 +199,12 @@ def engine() -> None:
     from rag.engine.server import serve as serve_engine
 
     serve_engine(EngineSettings())
+
+
+def _register_eval() -> None:
+    from rag.eval_cli import eval_group
+
+    main.add_command(eval_group, "eval")
+
+
+_register_eval()
