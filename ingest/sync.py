@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunk, chunk_document, split_chunk
-from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, walk
+from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
 from ingest.manifest import FileEntry, Manifest, sha256_file
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
@@ -50,6 +50,7 @@ class Plan:
     unchanged: list[FileState] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # folders we may not list
 
     @property
     def work(self) -> list[FileState]:
@@ -98,11 +99,11 @@ class _Job:
 def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
     """Compare the folder with the manifest. Unchanged files cost a stat() and nothing more."""
     found = walk(root)
-    plan = Plan(skipped=[*found.hidden, *found.unsupported])
+    plan = Plan(skipped=[*found.hidden, *found.unsupported], unreadable=list(found.unreadable))
     same_chunker = manifest.chunker == chunker_settings(settings)
     seen: set[str] = set()
     for path in found.files:
-        source = path.relative_to(root).as_posix()
+        source = source_of(path, root)
         seen.add(source)
         st = path.stat()
         state = FileState(source, path, st.st_size, st.st_mtime_ns)
@@ -171,6 +172,7 @@ class Syncer:
         self.root = root
         s = self.summary
         s.unchanged, s.skipped = len(plan.unchanged), len(plan.skipped)
+        s.failures += [(d, f"{d}: cannot list this folder (permission denied)") for d in plan.unreadable]
         self._refresh_unchanged(plan.unchanged)
         group: list[_Job] = []
         for state in plan.work:
@@ -321,7 +323,7 @@ def _record(job: _Job, chunk: Chunk) -> Record:
     meta: dict[str, Any] = {
         "source": chunk.source,
         "position": chunk.position,
-        "part": getattr(chunk, "part", 0),
+        "part": chunk.part,
         "start": chunk.start,
         "end": chunk.end,
         "content_hash": chunk.content_hash,

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.eval_cli import eval_group
 
 log = logging.getLogger("rag")
 
@@ -201,10 +202,4 @@ def engine() -> None:
     serve_engine(EngineSettings())
 
 
-def _register_eval() -> None:
-    from rag.eval_cli import eval_group
-
-    main.add_command(eval_group, "eval")
-
-
-_register_eval()
+main.add_command(eval_group, "eval")
