@@ -50,7 +50,7 @@ class Plan:
     unchanged: list[FileState] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # folders we may not list
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): could not list or read
 
     @property
     def work(self) -> list[FileState]:
@@ -99,20 +99,25 @@ class _Job:
 def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
     """Compare the folder with the manifest. Unchanged files cost a stat() and nothing more."""
     found = walk(root)
-    plan = Plan(skipped=[*found.hidden, *found.unsupported], unreadable=list(found.unreadable))
+    plan = Plan(skipped=[*found.hidden, *found.unsupported])
+    plan.unreadable = [(d, f"{d}: cannot list this folder; check its permissions") for d in found.unreadable]
     same_chunker = manifest.chunker == chunker_settings(settings)
     seen: set[str] = set()
     for path in found.files:
         source = source_of(path, root)
         seen.add(source)
-        st = path.stat()
-        state = FileState(source, path, st.st_size, st.st_mtime_ns)
-        entry = manifest.files.get(source)
-        if entry and same_chunker and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
-            state.sha256 = entry.sha256
-            plan.unchanged.append(state)
+        try:
+            st = path.stat()
+            state = FileState(source, path, st.st_size, st.st_mtime_ns)
+            entry = manifest.files.get(source)
+            if entry and same_chunker and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
+                state.sha256 = entry.sha256
+                plan.unchanged.append(state)
+                continue
+            state.sha256 = sha256_file(path)
+        except OSError as exc:  # vanished or unreadable since the walk: report it, keep what is stored
+            plan.unreadable.append((source, f"{source}: {exc.strerror or exc} (since the folder was listed)"))
             continue
-        state.sha256 = sha256_file(path)
         if entry and same_chunker and entry.sha256 == state.sha256:
             plan.unchanged.append(state)  # touched, not changed: only its mtime is refreshed
         elif entry:
@@ -172,7 +177,7 @@ class Syncer:
         self.root = root
         s = self.summary
         s.unchanged, s.skipped = len(plan.unchanged), len(plan.skipped)
-        s.failures += [(d, f"{d}: cannot list this folder (permission denied)") for d in plan.unreadable]
+        s.failures += plan.unreadable
         self._refresh_unchanged(plan.unchanged)
         group: list[_Job] = []
         for state in plan.work:

@@ -181,6 +181,41 @@ def test_chunker_settings_change_rechunks_everything(tmp_path, docs, fast_engine
     assert result.summary.updated == 3
 
 
+def test_chunk_the_model_rejects_as_too_long_is_split_not_truncated(tmp_path, fast_engine):
+    # Chunks of ~1,000 estimated tokens exceed the model's 256-token context: with truncate: false
+    # the server refuses them, and ingest must split until every piece fits, losing no text.
+    root = tmp_path / "docs"
+    text = " ".join(f"Sentence number {i} describes valve {i} of the cooling loop." for i in range(120))
+    write(root / "long.txt", text)
+    settings = make_settings(tmp_path, fast_engine, chunk_size=1000, chunk_overlap=0)
+    summary = ingest_folder(root, settings).summary
+    assert summary is not None and summary.failed == 0
+    got = ChromaStore.open(settings).collection.get(include=["documents", "metadatas"])
+    pieces = sorted(zip(got["metadatas"], got["documents"], strict=True), key=lambda m: m[0]["start"])
+    assert len(pieces) > 3
+    assert all(len(doc.split()) <= 256 for _, doc in pieces)
+    for meta, doc in pieces:
+        assert text[meta["start"] : meta["end"]] == doc
+    covered = "".join(text[a["start"] : b["start"]] for (a, _), (b, _) in zip(pieces, pieces[1:], strict=False))
+    assert covered + pieces[-1][1] == text
+
+
+def test_file_that_disappears_mid_run_is_reported_and_the_rest_goes_in(tmp_path, docs, fast_engine):
+    from ingest.sync import Syncer, plan_sync
+    from rag.llm import Embedder
+
+    settings = make_settings(tmp_path, fast_engine)
+    store = ChromaStore.open(settings)
+    syncer = Syncer(settings, store, Embedder(settings))
+    plan = plan_sync(docs, settings, syncer.manifest)
+    (docs / "c.html").unlink()  # gone between the plan and its loading
+    syncer.check_model(384)
+    summary = syncer.run(docs, plan)
+    assert [s for s, _ in summary.failures] == ["c.html"]
+    assert "disappeared" in summary.failures[0][1]
+    assert set(stored_sources(settings)) == {"a.md", "sub/b.txt"}
+
+
 def test_missing_and_empty_folders_are_clear_errors(tmp_path, fast_engine):
     settings = make_settings(tmp_path, fast_engine)
     with pytest.raises(BadRequest, match="does not exist"):
