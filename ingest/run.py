@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.keywords import KeywordWriter
+from ingest.manifest import Manifest
 from ingest.sync import Plan, Summary, Syncer, check_root, manifest_path, plan_sync
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
@@ -29,9 +31,13 @@ def ingest_folder(
     *,
     dry_run: bool = False,
     rebuild: bool = False,
+    reindex_keywords: bool = False,
     progress_factory: Callable[[int], Callable[[int], None]] = lambda total: lambda n: None,
 ) -> IngestResult:
-    """Sync `root` into the store. Only one writer at a time; a second one fails at once."""
+    """Sync `root` into the store and the keyword index. Only one writer at a time; a second one fails at once.
+
+    `reindex_keywords` tokenises the stored chunks again (a damaged keyword index); `rebuild` drops both.
+    """
     check_root(root)
     with store_lock(settings, "rag ingest"):
         store = ChromaStore.open(settings)
@@ -39,6 +45,7 @@ def ingest_folder(
             log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
             store.drop()
             manifest_path(settings).unlink(missing_ok=True)
+            reindex_keywords = True
         embedder = Embedder(settings)
         syncer = Syncer(settings, store, embedder)
         _check_model_name(settings, syncer)
@@ -55,7 +62,27 @@ def ingest_folder(
             # unchanged folder or a rename costs no embedding call at all.
             syncer.check_model(syncer.manifest.embed_dim or embedder.dimension())
         syncer.progress = progress_factory(len(plan.work))
-        return IngestResult(plan, syncer.run(root, plan))
+        syncer.keywords = open_keywords(settings, store, syncer.manifest, fresh=reindex_keywords)
+        try:
+            return IngestResult(plan, syncer.run(root, plan))
+        finally:
+            syncer.keywords.close()
+
+
+def open_keywords(settings: Settings, store: ChromaStore, manifest: Manifest, *, fresh: bool) -> KeywordWriter:
+    """The keyword writer, with tokens for every chunk the manifest lists (read from Chroma when missing).
+
+    That covers an index made before keyword search existed, and `--reindex-keywords`.
+    """
+    if fresh:
+        log.info("dropping the keyword index at %s", settings.keyword_path)
+        KeywordWriter.remove(settings)
+    writer = KeywordWriter(settings)
+    ids = [i for entry in manifest.files.values() for i in entry.chunk_ids]
+    if ids and writer.store.count() != len(ids):
+        log.info("keyword index: tokenising %d stored chunks", len(ids) - writer.store.count())
+        writer.backfill(store, ids)
+    return writer
 
 
 def _check_model_name(settings: Settings, syncer: Syncer) -> None:

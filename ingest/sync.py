@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunk, chunk_document, split_chunk
+from ingest.keywords import KeywordWriter
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
 from ingest.manifest import FileEntry, Manifest, sha256_file
 from rag.config import Settings
@@ -76,6 +77,7 @@ class Summary:
     chunks_written: int = 0
     chunks_reused: int = 0
     embed_calls: int = 0
+    chunks_tokenized: int = 0  # texts the keyword index tokenised; reused and unchanged chunks cost none
     seconds: float = 0.0
 
     @property
@@ -147,11 +149,13 @@ class Syncer:
         store: ChromaStore,
         embedder: Embedder,
         progress: Callable[[int], None] = lambda n: None,
+        keywords: KeywordWriter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.progress = progress
+        self.keywords = keywords  # None: only the vector index is kept
         self.limits = LoadLimits(
             timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
         )
@@ -193,6 +197,9 @@ class Syncer:
         self._delete([d for d in plan.deleted if d not in plan.renamed.values()])
         self.manifest.chunker = chunker_settings(self.settings)
         self._save()
+        if self.keywords:
+            self.keywords.refresh()  # one BM25 rebuild per run, from stored tokens
+            s.chunks_tokenized = self.keywords.tokenizer.calls
         s.seconds = time.monotonic() - started
         return s
 
@@ -287,7 +294,10 @@ class Syncer:
     def _commit(self, job: _Job) -> None:
         """The file's new chunks are all stored: only now drop the chunks they replace, and record it."""
         keep = {c.id for c in job.chunks}
-        stale = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids if i not in keep]
+        old = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids]
+        stale = [i for i in old if i not in keep]
+        if self.keywords:
+            self.keywords.commit(job.chunks, old, stale)
         self.store.delete(stale)
         for src in job.replaces:
             del self.manifest.files[src]
@@ -302,6 +312,8 @@ class Syncer:
     def _delete(self, sources: list[str]) -> None:
         for source in sources:
             entry = self.manifest.files.pop(source)
+            if self.keywords:
+                self.keywords.delete(entry.chunk_ids)
             self.store.delete(entry.chunk_ids)
             self.summary.deleted += 1
             self._save()

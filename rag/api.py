@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,9 +17,11 @@ from pydantic import BaseModel, Field
 from rag import llm as ollama_adapter
 from rag.config import Settings
 from rag.errors import RagError
+from rag.keyword import KeywordIndex
 from rag.lock import store_lock
-from rag.pipeline import RagPipeline, Source
+from rag.pipeline import DEBUG_FIELDS, RagPipeline, Source
 from rag.store import ChromaStore
+from rag.tokens import segmenter
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,24 @@ log = logging.getLogger(__name__)
 # -- request and response models ------------------------------------------------------------------
 
 
+Mode = Literal["hybrid", "vector", "keyword"]
+MODE_HELP = "Retrieval: keywords and vectors fused (hybrid), or one alone. Default RAG_RETRIEVAL_MODE."
+DEBUG_HELP = "Give each source its vector, keyword and fused scores and ranks."
+
+
 class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000, description="The question, in any language.")
     top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks to retrieve.")
     stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
+    debug: bool = Field(default=False, description=DEBUG_HELP)
 
 
 class RetrieveRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(default=None, ge=1, le=50)
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
+    debug: bool = Field(default=False, description=DEBUG_HELP)
 
 
 class SourceOut(BaseModel):
@@ -47,6 +58,12 @@ class SourceOut(BaseModel):
     text: str
     start: int | None = None
     end: int | None = None
+    # Only with `debug: true`; a rank or score is null when that side did not return the chunk.
+    vector_score: float | None = None
+    vector_rank: int | None = None
+    keyword_score: float | None = None
+    keyword_rank: int | None = None
+    fused_score: float | None = None
 
 
 class AskResponse(BaseModel):
@@ -55,10 +72,12 @@ class AskResponse(BaseModel):
     model: str
     abstained: bool
     timings_ms: dict[str, float]
+    mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
 
 
 class RetrieveResponse(BaseModel):
     sources: list[SourceOut]
+    mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
 
 
 class DocumentOut(BaseModel):
@@ -98,10 +117,14 @@ def create_app(settings: Settings) -> FastAPI:
                 # The embedded store is single-process: serving holds it, so an ingest fails fast.
                 stack.enter_context(store_lock(settings, "rag serve"))
             store = ChromaStore.open(settings)
+            keywords = KeywordIndex.open(settings)  # once, here: never rebuilt per query
+            if keywords.available:
+                segmenter()  # jieba's dictionary loads now, not on the first Chinese question
             app.state.settings = settings
             app.state.store = store
             app.state.pipeline = RagPipeline(
-                settings, store, ollama_adapter.build_llm(settings), ollama_adapter.build_embed_model(settings)
+                settings, store, ollama_adapter.build_llm(settings), ollama_adapter.build_embed_model(settings),
+                keywords,
             )
             yield
 
@@ -124,15 +147,20 @@ def get_pipeline(request: Request) -> RagPipeline:
 Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
 
 
-def _sources(sources: list[Source]) -> list[dict[str, Any]]:
-    return [asdict(s) for s in sources]
+def _sources(sources: list[Source], debug: bool = False) -> list[dict[str, Any]]:
+    out = [asdict(s) for s in sources]
+    if not debug:  # left out, not null: the response reads as it did before hybrid retrieval
+        for item in out:
+            for key in DEBUG_FIELDS:
+                del item[key]
+    return out
 
 
-def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+def _ndjson(events: Iterator[dict[str, Any]], debug: bool) -> Iterator[bytes]:
     try:
         for event in events:
             if event["type"] == "sources":
-                event = {**event, "sources": _sources(event["sources"])}
+                event = {**event, "sources": _sources(event["sources"], debug)}
             yield (json.dumps(event, ensure_ascii=False) + "\n").encode()
     except RagError as exc:
         # Headers are gone already: the error travels as the stream's last record.
@@ -140,22 +168,23 @@ def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _add_routes(app: FastAPI) -> None:
-    @app.post("/ask", response_model=AskResponse, responses=ERRORS)
+    @app.post("/ask", response_model=AskResponse, response_model_exclude_unset=True, responses=ERRORS)
     def ask(body: AskRequest, pipeline: Pipeline) -> Any:
         """Answer from the indexed documents, citing numbered sources. `stream: true` gives NDJSON."""
         if body.stream:
-            events = pipeline.ask_stream(body.question, body.top_k)
+            events = pipeline.ask_stream(body.question, body.top_k, mode=body.mode)
             first = next(events)  # retrieval errors become proper status codes, before streaming starts
             return StreamingResponse(
-                _ndjson(_chain(first, events)), media_type="application/x-ndjson"
+                _ndjson(_chain(first, events), body.debug), media_type="application/x-ndjson"
             )
-        answer = pipeline.ask(body.question, body.top_k)
-        return {**answer.to_dict(), "sources": _sources(answer.sources)}
+        answer = pipeline.ask(body.question, body.top_k, mode=body.mode)
+        return {**answer.to_dict(), "sources": _sources(answer.sources, body.debug)}
 
-    @app.post("/retrieve", response_model=RetrieveResponse, responses=ERRORS)
+    @app.post("/retrieve", response_model=RetrieveResponse, response_model_exclude_unset=True, responses=ERRORS)
     def retrieve(body: RetrieveRequest, pipeline: Pipeline) -> Any:
-        """The chunks `/ask` would use, with their scores; no generation."""
-        return {"sources": _sources(pipeline.retrieve(body.question, body.top_k))}
+        """The chunks `/ask` would use, with their scores; no generation. `debug: true` shows both sides."""
+        mode = pipeline.mode_for(body.mode)
+        return {"sources": _sources(pipeline.retrieve(body.question, body.top_k, mode), body.debug), "mode": mode}
 
     @app.get("/documents", response_model=DocumentsResponse, responses=ERRORS)
     def documents(pipeline: Pipeline) -> Any:
@@ -197,7 +226,9 @@ def health_report(pipeline: RagPipeline) -> dict[str, Any]:
     except RagError as exc:
         store["error"] = exc.message
     ok = ollama["reachable"] and not missing and store["readable"]
-    return {"status": "ok" if ok else "degraded", "ollama": ollama, "store": store}
+    # A keyword index that is out does not fail the check: questions are still answered, by vectors.
+    keyword = {**pipeline.keywords.health(), "mode": pipeline.mode_for()}
+    return {"status": "ok" if ok else "degraded", "ollama": ollama, "store": store, "keyword": keyword}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -66,13 +66,19 @@ def _progress(total: int) -> Callable[[int], None]:
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print what would change; touch nothing.")
 @click.option("--rebuild", is_flag=True, help="Drop the index and ingest everything again.")
+@click.option(
+    "--reindex-keywords", is_flag=True, help="Rebuild the keyword index from the stored chunks (no embedding)."
+)
 @click.pass_obj
-def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool) -> None:
+def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool) -> None:
     """Sync FOLDER (PDF, Markdown, text, HTML) into the index: only what changed is embedded."""
     from ingest.run import ingest_folder
 
     try:
-        result = ingest_folder(folder, settings, dry_run=dry_run, rebuild=rebuild, progress_factory=_progress)
+        result = ingest_folder(
+            folder, settings, dry_run=dry_run, rebuild=rebuild, reindex_keywords=reindex_keywords,
+            progress_factory=_progress,
+        )
     except RagError as exc:
         _fail(exc.message)
     plan, summary = result.plan, result.summary
@@ -107,11 +113,15 @@ def _print_answer(answer: dict[str, Any]) -> None:
 @click.option("--top-k", type=int, default=None, help="Chunks to retrieve.")
 @click.option("--url", default=None, help="Ask a running `rag serve` (e.g. http://127.0.0.1:8080).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON answer.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default=None,
+              help="Retrieval mode (default RAG_RETRIEVAL_MODE, hybrid).")
 @click.pass_obj
-def ask(settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool) -> None:
+def ask(
+    settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None
+) -> None:
     """Answer QUESTION from the indexed documents, with numbered sources."""
     try:
-        answer = _ask_server(url, question, top_k) if url else _ask_here(settings, question, top_k)
+        answer = _ask_server(url, question, top_k, mode) if url else _ask_here(settings, question, top_k, mode)
     except RagError as exc:
         _fail(exc.message)
     if as_json:
@@ -120,7 +130,7 @@ def ask(settings: Settings, question: str, top_k: int | None, url: str | None, a
         _print_answer(answer)
 
 
-def _ask_here(settings: Settings, question: str, top_k: int | None) -> dict[str, Any]:
+def _ask_here(settings: Settings, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
     from contextlib import nullcontext
     from dataclasses import asdict
 
@@ -132,15 +142,16 @@ def _ask_here(settings: Settings, question: str, top_k: int | None) -> dict[str,
     with store_lock(settings, "rag ask") if not settings.chroma_host else nullcontext():
         store = ChromaStore.open(settings)
         pipeline = RagPipeline(settings, store, llm.build_llm(settings), llm.build_embed_model(settings))
-        answer = pipeline.ask(question, top_k)
+        answer = pipeline.ask(question, top_k, mode=mode)
     return {**answer.to_dict(), "sources": [asdict(s) for s in answer.sources]}
 
 
-def _ask_server(url: str, question: str, top_k: int | None) -> dict[str, Any]:
+def _ask_server(url: str, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
     import httpx
 
+    payload = {"question": question, "top_k": top_k, "mode": mode}
     try:
-        r = httpx.post(f"{url.rstrip('/')}/ask", json={"question": question, "top_k": top_k}, timeout=600)
+        r = httpx.post(f"{url.rstrip('/')}/ask", json=payload, timeout=600)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach rag serve at {url}: {exc}")
     body = r.json()
@@ -182,6 +193,7 @@ def status(settings: Settings) -> None:
     chunks = sum(len(e.chunk_ids) for e in manifest.files.values())
     click.echo(f"indexed:     {len(manifest.files)} files, {chunks} chunks")
     click.echo(f"embeddings:  {manifest.embed_model or '-'} ({manifest.embed_dim or '-'} dimensions)")
+    _keyword_status(settings)
     click.echo(f"ollama:      {settings.ollama_url}")
     try:
         missing = llm.missing_models(settings)
@@ -191,6 +203,16 @@ def status(settings: Settings) -> None:
     for model in (settings.chat_model, settings.embed_model):
         click.echo(f"  {model}: " + ("missing; run: ollama pull " + model if model in missing else "present"))
     sys.exit(EXIT_ERROR if missing else EXIT_OK)
+
+
+def _keyword_status(settings: Settings) -> None:
+    from rag.keyword import KeywordIndex
+
+    keywords = KeywordIndex.open(settings)
+    mode = settings.retrieval_mode if keywords.available else "vector"
+    click.echo(f"keywords:    {keywords.state}, {keywords.chunks} chunks; retrieval mode {mode}")
+    if keywords.message:
+        click.echo(f"  {keywords.message}")
 
 
 @main.command()

@@ -79,6 +79,22 @@ class Settings(BaseSettings):
     min_score: float = Field(
         default=0.2, description="Below this cosine similarity a chunk is not relevant to the question."
     )
+    retrieval_mode: Literal["hybrid", "vector", "keyword"] = Field(
+        default="hybrid", description="hybrid: BM25 keywords fused with vectors; vector or keyword alone."
+    )
+    fusion: Literal["weighted", "rrf"] = Field(
+        default="weighted", description="How hybrid mode merges the two rankings (chosen on bench/retrieval_bench.py)."
+    )
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion: 1 / (rrf_k + rank).")
+    fusion_vector_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Weighted fusion: share of the normalised vector score."
+    )
+    retrieval_candidates: int = Field(
+        default=20, ge=1, le=200, description="Chunks each side of hybrid retrieval ranks before fusion."
+    )
+    keyword_min_score: float = Field(
+        default=0.0, ge=0.0, description="A keyword hit is relevant when its BM25 score is above this."
+    )
     file_timeout: float = Field(default=60.0, gt=0, description="Seconds allowed to extract one file.")
     file_memory_mb: int = Field(default=1024, ge=64, description="Memory allowed to extract one file.")
     max_file_mb: int = Field(default=200, ge=1, description="Larger files are skipped and reported.")
@@ -109,3 +125,8 @@ class Settings(BaseSettings):
     @property
     def chroma_path(self) -> Path:
         return self.storage_dir / "chroma"
+
+    @property
+    def keyword_path(self) -> Path:
+        """The keyword index lives beside the manifest, also when Chroma is a server."""
+        return self.storage_dir / f"keyword-{self.collection}"

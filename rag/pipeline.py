@@ -15,6 +15,9 @@ from llama_index.core.llms import LLM, ChatMessage, MessageRole
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.config import Settings
+from rag.errors import BadRequest
+from rag.fusion import Candidate, candidates, fuse
+from rag.keyword import KeywordIndex
 from rag.llm import ollama_errors
 from rag.store import ChromaStore
 
@@ -44,6 +47,8 @@ SYSTEM_PROMPT = {
 
 QUESTION_LABEL = {"en": ("Sources", "Question"), "zh": ("资料", "问题")}
 
+MODES = ("hybrid", "vector", "keyword")
+
 
 def language_of(text: str) -> str:
     """'zh' when the question is mostly Chinese, else 'en': the answer follows the question."""
@@ -62,6 +67,16 @@ class Source:
     text: str
     start: int | None = None
     end: int | None = None
+    # What each side said (rank 1 is best; None: that side did not return the chunk). `score` is the
+    # fused score in hybrid mode, the cosine in vector mode, the BM25 score in keyword mode.
+    vector_score: float | None = None
+    vector_rank: int | None = None
+    keyword_score: float | None = None
+    keyword_rank: int | None = None
+    fused_score: float | None = None
+
+
+DEBUG_FIELDS = ("vector_score", "vector_rank", "keyword_score", "keyword_rank", "fused_score")
 
 
 @dataclass
@@ -71,6 +86,7 @@ class Answer:
     model: str
     abstained: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mode: str | None = None  # the retrieval mode in effect
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +122,21 @@ def to_sources(nodes: list[NodeWithScore]) -> list[Source]:
     return out
 
 
+def _source(n: int, c: Candidate, text: str, meta: dict[str, Any], mode: str) -> Source:
+    score = {"hybrid": c.fused, "vector": c.vector_score, "keyword": c.keyword_score}[mode] or 0.0
+    return Source(
+        n=n, source=meta.get("source", "?"), page=meta.get("page"), chunk_id=c.chunk_id,
+        score=round(score, 6 if mode == "hybrid" else 4), text=text, start=meta.get("start"), end=meta.get("end"),
+        vector_score=_round(c.vector_score), vector_rank=c.vector_rank,
+        keyword_score=_round(c.keyword_score), keyword_rank=c.keyword_rank,
+        fused_score=round(c.fused, 6) if mode == "hybrid" else None,
+    )
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
 def build_messages(question: str, sources: list[Source], lang: str) -> list[ChatMessage]:
     label, q_label = QUESTION_LABEL[lang]
     numbered = "\n\n".join(
@@ -120,38 +151,94 @@ def build_messages(question: str, sources: list[Source], lang: str) -> list[Chat
 class RagPipeline:
     """The same path for `/ask`, `rag ask` and `rag eval`: retrieve, then generate from the sources."""
 
-    def __init__(self, settings: Settings, store: ChromaStore, llm: LLM, embed_model: BaseEmbedding) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChromaStore,
+        llm: LLM,
+        embed_model: BaseEmbedding,
+        keywords: KeywordIndex | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.llm = llm
         self.embed_model = embed_model
+        # Loaded once here (or by the app's lifespan), never per query.
+        self.keywords = keywords if keywords is not None else KeywordIndex.open(settings)
 
-    def retrieve(self, question: str, top_k: int | None = None) -> list[Source]:
+    def mode_for(self, requested: str | None = None) -> str:
+        """The mode a question is answered in: the one asked for, or vector when the keyword index is out."""
+        mode = requested or self.settings.retrieval_mode
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        return mode if mode == "vector" or self.keywords.available else "vector"
+
+    def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None) -> list[Source]:
+        """The top_k chunks for `question`, best first, not yet filtered for relevance."""
+        k = top_k or self.settings.top_k
+        mode = self.mode_for(mode)
         self.store.check_model(self.settings.embed_model)
-        retriever = ChromaRetriever(self.store, self.embed_model, top_k or self.settings.top_k)
+        depth = k if mode == "vector" else max(k, self.settings.retrieval_candidates)
+        nodes = self._vector(question, depth) if mode != "keyword" else []
+        hits = self.keywords.search(question, depth) if mode != "vector" else []
+        found = self._rank(mode, [(n.node.node_id, float(n.score or 0.0)) for n in nodes],
+                           [(h.chunk_id, h.score) for h in hits])
+        return self._sources(found[:k], nodes, mode)
+
+    def _vector(self, question: str, depth: int) -> list[NodeWithScore]:
+        retriever = ChromaRetriever(self.store, self.embed_model, depth)
         with ollama_errors(self.settings, self.settings.embed_model):
-            nodes = retriever.retrieve(question)
-        return to_sources(nodes)
+            return retriever.retrieve(question)
+
+    def _rank(self, mode: str, vector: list[tuple[str, float]], keyword: list[tuple[str, float]]) -> list[Candidate]:
+        if mode != "hybrid":
+            return candidates(vector, keyword)  # one side is empty: its own order
+        s = self.settings
+        return fuse(vector, keyword, s.fusion, rrf_k=s.rrf_k, vector_weight=s.fusion_vector_weight)
+
+    def _sources(self, found: list[Candidate], nodes: list[NodeWithScore], mode: str) -> list[Source]:
+        stored = {n.node.node_id: (n.node.get_content(), n.node.metadata) for n in nodes}
+        missing = [c.chunk_id for c in found if c.chunk_id not in stored]
+        if missing:  # keyword-only hits: their text and metadata come from the store
+            records, _ = self.store.get_with_embeddings(missing)
+            stored.update({r.id: (r.text, r.metadata) for r in records})
+        out: list[Source] = []
+        for c in found:
+            if c.chunk_id in stored:  # else the keyword index is ahead of the store while an ingest runs
+                out.append(_source(len(out) + 1, c, *stored[c.chunk_id], mode))
+        return out
 
     def relevant(self, sources: list[Source]) -> list[Source]:
-        kept = [s for s in sources if s.score >= self.settings.min_score]
+        kept = [s for s in sources if self.is_relevant(s)]
         for n, s in enumerate(kept, start=1):
             s.n = n
         return kept
 
-    def ask(self, question: str, top_k: int | None = None) -> Answer:
-        events = list(self.ask_stream(question, top_k))
-        done = events[-1]
-        return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"])
+    def is_relevant(self, s: Source) -> bool:
+        """Vector evidence (cosine >= RAG_MIN_SCORE) or keyword evidence (BM25 > RAG_KEYWORD_MIN_SCORE).
 
-    def ask_stream(self, question: str, top_k: int | None = None) -> Iterator[dict[str, Any]]:
+        A fused score has no absolute meaning, so it is never compared with a threshold.
+        """
+        if s.vector_score is None and s.keyword_score is None:
+            return s.score >= self.settings.min_score
+        by_vector = s.vector_score is not None and s.vector_score >= self.settings.min_score
+        return by_vector or (s.keyword_score or 0.0) > self.settings.keyword_min_score
+
+    def ask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
+        events = list(self.ask_stream(question, top_k, mode=mode))
+        done = events[-1]
+        return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"],
+                      done["mode"])
+
+    def ask_stream(self, question: str, top_k: int | None = None, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Events: {"type": "sources"}, then {"type": "token"}..., then {"type": "done"} with timings.
 
         Retrieval runs before the first event, so its errors surface before anything is sent.
         """
         t0 = time.perf_counter()
         lang = language_of(question)
-        sources = self.relevant(self.retrieve(question, top_k))
+        mode = self.mode_for(mode)
+        sources = self.relevant(self.retrieve(question, top_k, mode))
         t1 = time.perf_counter()
         yield {"type": "sources", "sources": sources}
         parts: list[str] = []
@@ -172,6 +259,7 @@ class RagPipeline:
             "answer": answer,
             "model": self.settings.chat_model,
             "abstained": is_abstention(answer),
+            "mode": mode,
             "timings_ms": {
                 "retrieve": round((t1 - t0) * 1000, 1),
                 "generate": round((t2 - t1) * 1000, 1),

@@ -41,9 +41,10 @@ def test_ask_answers_with_numbered_sources_and_timings(tmp_path, indexed, fast_e
 
 
 def test_ask_streams_ndjson_sources_first_then_tokens_then_timings(tmp_path, indexed, fast_engine):
-    with client_for(tmp_path, fast_engine) as client, client.stream(
-        "POST", "/ask", json={"question": "When are the pumps inspected?", "stream": True}
-    ) as r:
+    with (
+        client_for(tmp_path, fast_engine) as client,
+        client.stream("POST", "/ask", json={"question": "When are the pumps inspected?", "stream": True}) as r,
+    ):
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("application/x-ndjson")
         events = [json.loads(line) for line in r.iter_lines() if line]
@@ -100,9 +101,10 @@ def test_missing_chat_model_is_503_with_pull_hint(tmp_path, indexed, fast_engine
 
 
 def test_missing_model_mid_stream_is_an_error_record(tmp_path, indexed, fast_engine):
-    with client_for(tmp_path, fast_engine, chat_model="qwen2.5:7b") as client, client.stream(
-        "POST", "/ask", json={"question": "When are the pumps inspected?", "stream": True}
-    ) as r:
+    with (
+        client_for(tmp_path, fast_engine, chat_model="qwen2.5:7b") as client,
+        client.stream("POST", "/ask", json={"question": "When are the pumps inspected?", "stream": True}) as r,
+    ):
         events = [json.loads(line) for line in r.iter_lines() if line]
     assert events[-1]["type"] == "error"
     assert "ollama pull qwen2.5:7b" in events[-1]["error"]["message"]

@@ -22,7 +22,11 @@ def rag(tmp_path: Path, url: str, *args: str, timeout: float = 300, **env: str) 
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "rag", *args], env=environ, cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "rag", *args],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

@@ -74,7 +74,6 @@ def test_every_citation_is_verbatim_in_the_extracted_text_at_its_offsets(client)
 
 
 def test_streamed_answer_on_real_model(client):
-    with client.stream("POST", "/ask", json={"question": "What prefix do incident tickets use?",
-                                             "stream": True}) as r:
+    with client.stream("POST", "/ask", json={"question": "What prefix do incident tickets use?", "stream": True}) as r:
         lines = [line for line in r.iter_lines() if line]
     assert len(lines) >= 3

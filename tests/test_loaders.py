@@ -126,9 +126,7 @@ def test_pdf_without_text_suggests_ocr(tmp_path: Path) -> None:
     pdf.rect(20, 20, 100, 60, style="F")
     pdf.output(str(tmp_path / "scan.pdf"))
     message = load_error(tmp_path / "scan.pdf", tmp_path)
-    assert message == (
-        "scan.pdf: no extractable text (scanned images?); run OCR first, e.g. ocrmypdf in.pdf out.pdf"
-    )
+    assert message == ("scan.pdf: no extractable text (scanned images?); run OCR first, e.g. ocrmypdf in.pdf out.pdf")
 
 
 def test_raw_pdf_helper_makes_a_readable_pdf(tmp_path: Path) -> None:
@@ -143,8 +141,7 @@ def test_pdf_extraction_timeout_stops_the_child(tmp_path: Path) -> None:
     message = load_error(path, tmp_path, LoadLimits(timeout_s=1.0))
     assert time.monotonic() - started < 10
     assert message == (
-        "slow.pdf: PDF text extraction took over 1 s and was stopped; if the file is just large, "
-        "raise RAG_FILE_TIMEOUT"
+        "slow.pdf: PDF text extraction took over 1 s and was stopped; if the file is just large, raise RAG_FILE_TIMEOUT"
     )
 
 
@@ -243,9 +240,7 @@ PAGE = """<!DOCTYPE html>
 def test_html_visible_text_only(tmp_path: Path) -> None:
     (tmp_path / "page.html").write_text(PAGE, encoding="utf-8")
     text = load(tmp_path / "page.html", tmp_path, LIMITS).pages[0].text
-    assert text == (
-        "Pump & Valve\n\nTom & Jerry <3 the manual.\nSecond line 中文.\n\nfirst item\n\nsecond item"
-    )
+    assert text == ("Pump & Valve\n\nTom & Jerry <3 the manual.\nSecond line 中文.\n\nfirst item\n\nsecond item")
 
 
 def test_html_meta_charset_is_honoured(tmp_path: Path) -> None:

@@ -80,8 +80,12 @@ def test_serve_process_answers_and_blocks_a_concurrent_ingest(tmp_path, fast_eng
     port = free_port()
     env = {**os.environ, "OLLAMA_HOST": fast_engine, "RAG_STORAGE_DIR": str(tmp_path / "storage")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "rag", "serve", "--port", str(port)], env=env, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "rag", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
