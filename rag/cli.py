@@ -40,7 +40,7 @@ def _setup_logging(settings: Settings, verbose: bool = False) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "chromadb", "urllib3"):
+    for noisy in ("httpx", "chromadb", "urllib3", "bm25s", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -71,6 +71,10 @@ def chat_options(settings: Settings) -> dict[str, Any]:
     return {"num_ctx": settings.num_ctx, "seed": settings.seed, "num_predict": settings.num_predict}
 
 
+# A small model tends to go on past its answer with an invented next question or source list.
+ANSWER_STOPS = ["\nQuestion:", "\n问题：", "\nSources:", "\n资料："]
+
+
 def build_llm(settings: Settings) -> Ollama:
     return Ollama(
         model=settings.chat_model,
@@ -79,7 +83,7 @@ def build_llm(settings: Settings) -> Ollama:
         temperature=settings.temperature,
         context_window=settings.num_ctx,
         keep_alive=settings.keep_alive,
-        additional_kwargs=chat_options(settings),
+        additional_kwargs={**chat_options(settings), "stop": ANSWER_STOPS},
     )
 
 
