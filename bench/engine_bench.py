@@ -1,0 +1,196 @@
+"""Engine overhead: /api/embed and /api/chat over HTTP against the same models called in-process.
+
+Run: python bench/engine_bench.py   (starts its own engine on a free port; writes bench/results/engine.txt)
+
+Each pair of measurements is interleaved (in-process, HTTP, in-process, HTTP, ...) and the best of each is
+kept. Besides wall-clock throughput it reports CPU time per item (this process plus the engine process):
+on a machine shared with other work, wall clock is noisy while the CPU-time ratio still shows the overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import ollama  # noqa: E402
+
+from rag.engine.catalog import ALL_MINILM, SMOLLM2, artifact_path  # noqa: E402
+from tests.servers import engine_process  # noqa: E402
+
+THREADS = os.cpu_count() or 1
+BATCH = 32
+N_TEXTS = 1000
+REPEATS = 5
+NUM_PREDICT = 96
+CHAT_OPTIONS = {"temperature": 0.0, "seed": 42, "num_predict": NUM_PREDICT}
+PROMPTS = [
+    "Explain what a vector database is in a few sentences.",
+    "Write a short story about a lighthouse keeper.",
+    "List some tips for writing clear documentation.",
+    "What are the benefits of running language models locally?",
+    "Describe how a bicycle works.",
+]
+VOCABULARY = """the engine reads documents chunks embeddings retrieval answer question server model token context pump
+reactor inspection binder building report quarterly revenue backup schedule offline local vector store index query
+latency throughput batch cache memory thread queue request response"""
+
+Cost = tuple[float, float]  # (wall seconds, CPU seconds) per item
+
+
+def texts(n: int) -> list[str]:
+    rng, words = random.Random(7), VOCABULARY.split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 60))) + f" #{i}" for i in range(n)]
+
+
+class Meter:
+    """Wall time and CPU time (this process and the engine's) per item of one call."""
+
+    def __init__(self, engine_pid: int) -> None:
+        self.stat = Path(f"/proc/{engine_pid}/stat")
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _cpu(self) -> float:
+        engine = 0.0
+        if self.stat.exists():  # Linux: utime + stime of the engine process
+            fields = self.stat.read_text().rsplit(")", 1)[1].split()
+            engine = (int(fields[11]) + int(fields[12])) / self.tick
+        return time.process_time() + engine
+
+    def per_item(self, run: Callable[[], int]) -> Callable[[], Cost]:
+        """`run` returns how many items (texts, tokens) it produced."""
+
+        def once() -> Cost:
+            wall, cpu = time.perf_counter(), self._cpu()
+            items = run()
+            return (time.perf_counter() - wall) / items, (self._cpu() - cpu) / items
+
+        return once
+
+
+def paired(local: Callable[[], Cost], http: Callable[[], Cost]) -> tuple[Cost, Cost]:
+    """Best (lowest) wall and CPU cost of each side over REPEATS interleaved runs."""
+    runs = [(local(), http()) for _ in range(REPEATS)]
+    best = lambda side: (min(r[side][0] for r in runs), min(r[side][1] for r in runs))  # noqa: E731
+    return best(0), best(1)
+
+
+def row(label: str, unit: str, local: Cost, http: Cost) -> str:
+    return (
+        f"  {label:<28} in-process {1 / local[0]:7.1f} {unit}/s   HTTP {1 / http[0]:7.1f} {unit}/s   "
+        f"ratio {local[0] / http[0]:.2f}   (CPU-time ratio {local[1] / http[1]:.2f})"
+    )
+
+
+def bench_embed(client: ollama.Client, meter: Meter, corpus: list[str]) -> list[str]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(THREADS)
+    local = SentenceTransformer(str(artifact_path(ALL_MINILM)), device="cpu", local_files_only=True)
+    local.max_seq_length = ALL_MINILM.context_length
+    batches = [corpus[i : i + BATCH] for i in range(0, len(corpus), BATCH)]
+
+    def encode(chunks: list[list[str]]) -> int:
+        for chunk in chunks:
+            local.encode(chunk, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
+        return sum(map(len, chunks))
+
+    def embed(chunks: list[list[str]]) -> int:
+        for chunk in chunks:
+            client.embed(model="all-minilm", input=chunk)
+        return sum(map(len, chunks))
+
+    embed(batches[:1])  # load the model in the engine
+    encode(batches[:1])  # warm up
+    # The same work both ways: 32 texts per call, or all 1,000 in one call (sorted by length, then batched).
+    by_batch = paired(meter.per_item(lambda: encode(batches)), meter.per_item(lambda: embed(batches)))
+    at_once = paired(meter.per_item(lambda: encode([corpus])), meter.per_item(lambda: embed([corpus])))
+    return [
+        f"embeddings: {len(corpus)} texts of 8-60 words, batch size {BATCH}, best of {REPEATS} interleaved runs",
+        row(f"{len(batches)} calls of {BATCH} texts", "texts", *by_batch),
+        row(f"1 call of {len(corpus)} texts", "texts", *at_once),
+    ]
+
+
+def bench_chat(client: ollama.Client, meter: Meter) -> list[str]:
+    from llama_cpp import Llama
+
+    path = str(artifact_path(SMOLLM2))
+    local = Llama(path, n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    answers: dict[str, list[str]] = {}
+    sampling = {"temperature": 0.0, "seed": 42, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+
+    def in_process() -> int:
+        tokens, answers["local"] = 0, []
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            r = local.create_chat_completion(messages, max_tokens=NUM_PREDICT, **sampling)  # type: ignore[arg-type]
+            answers["local"].append(r["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+            tokens += r["usage"]["completion_tokens"]  # type: ignore[index]
+        return tokens
+
+    def over_http(stream: bool) -> int:
+        tokens, answers["http"] = 0, []
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            reply = client.chat(model="smollm2:135m", messages=messages, options=CHAT_OPTIONS, stream=stream)
+            parts = list(reply) if stream else [reply]
+            answers["http"].append("".join(p.message.content or "" for p in parts))
+            tokens += parts[-1].eval_count or 0
+        return tokens
+
+    over_http(False)  # load the model in the engine
+    in_process()  # warm up
+    whole = paired(meter.per_item(in_process), meter.per_item(lambda: over_http(False)))
+    same = sum(a.strip() == b.strip() for a, b in zip(answers["local"], answers["http"], strict=True))
+    streamed = paired(meter.per_item(in_process), meter.per_item(lambda: over_http(True)))
+    return [
+        f"chat: {len(PROMPTS)} prompts, temperature 0, seed 42, num_predict {NUM_PREDICT}, num_ctx 2048, best of "
+        f"{REPEATS} interleaved runs; tokens/s = generated tokens / wall time, prompt evaluation included",
+        row("/api/chat stream:false", "tokens", *whole),
+        row("/api/chat stream:true", "tokens", *streamed),
+        f"  identical answers (engine vs in-process, greedy): {same}/{len(PROMPTS)}",
+    ]
+
+
+def load() -> str:
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.exists() else "n/a"
+
+
+def main() -> None:
+    import llama_cpp
+    import sentence_transformers
+    import torch
+
+    lines = [
+        f"engine benchmark, {time.strftime('%Y-%m-%d %H:%M')}",
+        f"machine: {platform.machine()}, {THREADS} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, "
+        f"llama-cpp-python {llama_cpp.__version__}",
+        "ratio = engine over HTTP / in-process on the same inputs (target >= 0.90)",
+        f"load average at start: {load()}",
+        "",
+    ]
+    with engine_process("real") as (url, proc):
+        client, meter = ollama.Client(host=url, timeout=600), Meter(proc.pid)
+        lines += [*bench_embed(client, meter, texts(N_TEXTS)), "", *bench_chat(client, meter)]
+    lines += ["", f"load average at end: {load()}"]
+    report = "\n".join(lines) + "\n"
+    print(report, end="")
+    out = ROOT / "bench" / "results" / "engine.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""`python -m rag.engine`: run the engine with settings from the environment."""
+
+from __future__ import annotations
+
+import logging
+
+from rag.engine.config import EngineSettings
+from rag.engine.server import serve
+
+
+def main() -> None:
+    settings = EngineSettings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings)
+
+
+if __name__ == "__main__":
+    main()

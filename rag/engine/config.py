@@ -1,0 +1,50 @@
+"""Engine settings: Ollama's own variables (OLLAMA_HOST, OLLAMA_NUM_PARALLEL, ...) and RAG_ENGINE_*."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.config import parse_ollama_host
+
+
+def _ollama(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class EngineSettings(BaseSettings):
+    """How the local engine listens, queues and runs; built once by the entry point and passed in."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_ENGINE_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    ollama_host: str = Field(default="127.0.0.1:11434", validation_alias=_ollama("OLLAMA_HOST"))
+    num_parallel: int = Field(default=1, ge=1, le=64, validation_alias=_ollama("OLLAMA_NUM_PARALLEL"))
+    max_queue: int = Field(default=512, ge=0, validation_alias=_ollama("OLLAMA_MAX_QUEUE"))
+    keep_alive: str = Field(default="5m", validation_alias=_ollama("OLLAMA_KEEP_ALIVE"))
+    context_length: int = Field(
+        default=2048,
+        ge=16,
+        validation_alias=_ollama("OLLAMA_CONTEXT_LENGTH"),
+        description="num_ctx used when a request does not set one (Ollama's default).",
+    )
+    backend: Literal["real", "deterministic"] = Field(
+        default="real",
+        description="real: the bundled models; deterministic: a fast stand-in for protocol and scale tests.",
+    )
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    token_delay: float = Field(
+        default=0.0, ge=0.0, description="Deterministic backend only: seconds per generated token."
+    )
+    embed_delay: float = Field(
+        default=0.0, ge=0.0, description="Deterministic backend only: seconds per /api/embed call."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def bind(self) -> tuple[str, int]:
+        """(host, port) to listen on, by Ollama's OLLAMA_HOST rules."""
+        _, host, port = parse_ollama_host(self.ollama_host)
+        return host, port

@@ -1,0 +1,269 @@
+"""The real backend: SmolLM2 on llama.cpp and all-MiniLM-L6-v2 on sentence-transformers, both CPU."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Generator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from rag.engine.backends import (
+    Embedded,
+    Emit,
+    GenerationStats,
+    InputTooLong,
+    Sampling,
+    StopMatcher,
+    fit_prompt,
+    output_budget,
+)
+from rag.engine.catalog import ModelSpec, artifact_path
+from rag.engine.config import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _weights(spec: ModelSpec) -> Path:
+    path = artifact_path(spec)
+    if path is None:
+        raise RuntimeError(f"the package {spec.package!r} holding {spec.name} is not installed")
+    return path
+
+
+class LlamaChat:
+    """One llama.cpp context: a chat template from the GGUF, token-by-token generation."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.n_ctx = n_ctx
+        self.llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self._end_ids = {eos, bos}
+        self.formatter = Jinja2ChatFormatter(
+            template=self.llm.metadata["tokenizer.chat_template"],
+            eos_token=self.llm._model.token_get_text(eos),
+            bos_token=self.llm._model.token_get_text(bos),
+        )
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        return self.formatter(messages=cast(Any, list(messages))).prompt
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return token in self._end_ids or llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token)
+
+    def generate(
+        self, prompt: str, sampling: Sampling, grammar: Any, cancel: threading.Event, emit: Emit
+    ) -> GenerationStats:
+        start = time.perf_counter_ns()
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), special=True)
+        fitted = fit_prompt(tokens, self.n_ctx)
+        if len(fitted) < len(tokens):
+            logger.warning("prompt of %s tokens truncated to %s to fit num_ctx", len(tokens), len(fitted))
+        stats = GenerationStats(prompt_eval_count=len(fitted), done_reason="length")
+        budget = output_budget(len(fitted), self.n_ctx, sampling.num_predict)
+        if budget == 0:
+            return stats
+        if sampling.seed is not None:
+            # Evaluate the prompt afresh: reusing a cached prefix changes the batch shapes, hence the
+            # logits in their last bits, and a seeded request must repeat exactly.
+            self.llm.reset()
+        self.llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))
+        steps = self._constrained(fitted, sampling, grammar) if grammar else self._free(fitted, sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stopper = StopMatcher(sampling.stop)
+        first = None
+        try:
+            for token in steps:
+                first = first or time.perf_counter_ns()
+                if self._is_end(token):
+                    stats.done_reason = "stop"
+                    break
+                stats.eval_count += 1
+                text, stopped = stopper.feed(decoder.decode(self.llm.detokenize([token])))
+                if text:
+                    emit(text)
+                if stopped:
+                    stats.done_reason = "stop"
+                    break
+                if cancel.is_set():
+                    stats.done_reason = "cancelled"
+                    break
+                if stats.eval_count >= budget:
+                    break
+        finally:
+            steps.close()
+        if stats.done_reason != "stop" and (rest := stopper.flush() + decoder.decode(b"", final=True)):
+            emit(rest)
+        end = time.perf_counter_ns()
+        first = first or end
+        stats.prompt_eval_duration, stats.eval_duration = first - start, end - first
+        return stats
+
+    def _sampler_options(self, sampling: Sampling) -> dict[str, Any]:
+        return {
+            "top_k": sampling.top_k,
+            "top_p": sampling.top_p,
+            "min_p": sampling.min_p,
+            "typical_p": sampling.typical_p,
+            "temp": sampling.temperature,
+            "repeat_penalty": sampling.repeat_penalty,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+        }
+
+    def _free(self, tokens: list[int], sampling: Sampling) -> Generator[int, Any, None]:
+        return self.llm.generate(tokens, **self._sampler_options(sampling))
+
+    def _constrained(self, tokens: list[int], sampling: Sampling, grammar: Any) -> Generator[int, Any, None]:
+        """Tokens under a grammar, the way llama.cpp's own sampler does it: sample as if free, check that one
+        token against the grammar, and only when it is refused mask the whole vocabulary and sample again.
+        Masking all 49k tokens at every step (llama-cpp-python's way) is several times slower."""
+        self.llm.reset()
+        self.llm.eval(tokens)
+        sampler = _GrammarSampler(self.llm, self.llm._init_sampler(**self._sampler_options(sampling)), grammar)
+        try:
+            while True:
+                token = sampler.pick()
+                yield token
+                self.llm.eval([token])
+        finally:
+            sampler.close()
+
+
+class _GrammarSampler:
+    def __init__(self, llm: Any, chain: Any, grammar: Any) -> None:
+        import llama_cpp
+
+        self.lib, self.llm, self.chain = llama_cpp, llm, chain  # chain: a LlamaSampler without the grammar
+        vocab = llm._model.vocab
+        self.grammar = llama_cpp.llama_sampler_init_grammar(vocab, grammar._grammar.encode(), grammar._root.encode())
+        self.n_vocab = llm.n_vocab()
+        self.data = (llama_cpp.llama_token_data * self.n_vocab)()
+        self.view = np.ctypeslib.as_array(self.data)
+        self.ids = np.arange(self.n_vocab, dtype=np.int32)
+
+    def _candidates(self, logits: Any) -> Any:
+        self.view["id"], self.view["logit"], self.view["p"] = self.ids, logits, 0.0
+        data = ctypes.cast(self.data, self.lib.llama_token_data_p)
+        return self.lib.llama_token_data_array(data=data, size=self.n_vocab, selected=-1, sorted=False)
+
+    def _allowed(self, token: int) -> bool:
+        one = (self.lib.llama_token_data * 1)(self.lib.llama_token_data(token, 1.0, 0.0))
+        single = self.lib.llama_token_data_array(
+            data=ctypes.cast(one, self.lib.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
+        self.lib.llama_sampler_apply(self.grammar, ctypes.byref(single))
+        return bool(one[0].logit != float("-inf"))
+
+    def pick(self) -> int:
+        pointer = self.lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        candidates = self._candidates(logits)
+        self.lib.llama_sampler_apply(self.chain.sampler, ctypes.byref(candidates))
+        token = int(self.data[candidates.selected].id)
+        if not self._allowed(token):
+            candidates = self._candidates(logits)
+            self.lib.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+            self.lib.llama_sampler_apply(self.chain.sampler, ctypes.byref(candidates))
+            token = int(self.data[candidates.selected].id)
+        self.lib.llama_sampler_accept(self.grammar, token)
+        self.lib.llama_sampler_accept(self.chain.sampler, token)
+        return token
+
+    def close(self) -> None:
+        self.lib.llama_sampler_free(self.grammar)
+        self.chain.close()
+
+
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers: mean pooling, L2-normalised, 256-token context."""
+
+    batch_size = 32
+
+    def __init__(self, path: Path, threads: int, context_length: int) -> None:
+        # The weights are on disk; never let a cache miss turn into a download.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        torch.set_num_threads(threads)
+        transformers_logging.disable_progress_bar()  # a server log is not a terminal
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.model.max_seq_length = self.context_length = context_length
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        ids = self.model.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return [len(i) for i in ids]
+
+    def embed(self, texts: Sequence[str], truncate: bool) -> Embedded:
+        counts = self.count_tokens(texts)
+        if not truncate and max(counts, default=0) > self.context_length:
+            raise InputTooLong("the input length exceeds the context length")
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return Embedded(vectors, [min(c, self.context_length) for c in counts])
+
+
+class RealBackend:
+    name = "real"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.threads = settings.threads
+
+    def load(self, spec: ModelSpec, n_ctx: int, slots: int) -> list[Any]:
+        path = _weights(spec)
+        if spec.kind == "embedding":
+            # One model serves every slot: torch inference is thread-safe and shares the cores.
+            return [SentenceEmbedder(path, self.threads, spec.context_length)] * slots
+        return [LlamaChat(path, n_ctx, self.threads) for _ in range(slots)]
+
+    def compile_format(self, fmt: str | dict[str, Any]) -> Any:
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if fmt == "json":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+        except Exception as exc:  # llama.cpp's converter raises assorted errors for schemas it cannot use
+            raise ValueError(f"invalid JSON schema in format: {exc}") from exc
+
+    def template(self, spec: ModelSpec) -> str:
+        return _gguf_template(_weights(spec)) if spec.kind == "chat" else ""
+
+
+@cache
+def _gguf_template(path: Path) -> str:
+    from llama_cpp import Llama
+
+    return str(Llama(str(path), vocab_only=True, verbose=False).metadata.get("tokenizer.chat_template", ""))
