@@ -28,6 +28,7 @@ test-fast:
 
 bench:
 	$(PY) bench/engine_bench.py
+	$(PY) bench/retrieval_bench.py
 
 lint:
 	$(VENV)/bin/ruff check rag ingest tests bench
