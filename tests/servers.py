@@ -76,6 +76,21 @@ def engine_process(
                 proc.wait()
 
 
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    """Wait until GET url answers 200 while proc lives; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout:g}s")
+
+
 @contextmanager
 def running_engine(backend: str = "deterministic", timeout: float = 120.0, **env: str) -> Iterator[str]:
     """Run the engine with `backend` ("real" | "deterministic") and extra environment; yields its base URL.

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,14 +14,16 @@ from ingest.run import ingest_folder
 from rag.api import create_app
 from rag.store import ChromaStore
 from tests.helpers import CHINESE, ENGLISH, free_port, make_settings, write
+from tests.servers import wait_http
 
 pytestmark = pytest.mark.chroma_server
 
 
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    exe = shutil.which("chroma")
-    assert exe, "the chroma CLI ships with the chromadb package"
+    # The chroma CLI ships with the chromadb package, beside this interpreter (the venv need not be on PATH).
+    exe = str(Path(sys.executable).with_name("chroma"))
+    assert Path(exe).exists(), exe
     port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
     proc = subprocess.Popen(
@@ -32,15 +32,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "chroma run did not start"
-            time.sleep(0.3)
+        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, "chroma run")
         yield "127.0.0.1", port
     finally:
         proc.terminate()

@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import httpx
 from ingest.run import ingest_folder
 from rag.store import ChromaStore, Record
 from tests.helpers import free_port, make_settings, write
+from tests.servers import wait_http
 from tests.test_cli import rag
 
 
@@ -89,15 +89,7 @@ def test_serve_process_answers_and_blocks_a_concurrent_ingest(tmp_path, fast_eng
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "rag serve did not start"
-            time.sleep(0.3)
+        wait_http(f"{base}/health", server, "rag serve")
         r = httpx.post(f"{base}/ask", json={"question": "When are the pumps inspected?"}, timeout=60)
         assert r.status_code == 200
         assert r.json()["sources"][0]["source"] == "a.md"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -189,14 +190,15 @@ def test_chunk_the_model_rejects_as_too_long_is_split_not_truncated(tmp_path, fa
     write(root / "long.txt", text)
     settings = make_settings(tmp_path, fast_engine, chunk_size=1000, chunk_overlap=0)
     summary = ingest_folder(root, settings).summary
-    assert summary is not None and summary.failed == 0
+    assert summary is not None
+    assert summary.failed == 0
     got = ChromaStore.open(settings).collection.get(include=["documents", "metadatas"])
     pieces = sorted(zip(got["metadatas"], got["documents"], strict=True), key=lambda m: m[0]["start"])
     assert len(pieces) > 3
     assert all(len(doc.split()) <= 256 for _, doc in pieces)
     for meta, doc in pieces:
         assert text[meta["start"] : meta["end"]] == doc
-    covered = "".join(text[a["start"] : b["start"]] for (a, _), (b, _) in zip(pieces, pieces[1:], strict=False))
+    covered = "".join(text[a["start"] : b["start"]] for (a, _), (b, _) in itertools.pairwise(pieces))
     assert covered + pieces[-1][1] == text
 
 
