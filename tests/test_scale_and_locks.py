@@ -30,7 +30,7 @@ def test_upsert_past_chromas_max_batch_is_split(tmp_path, fast_engine):
 def test_folder_of_more_than_6000_chunks_ingests_completely(tmp_path, fast_engine):
     root = tmp_path / "big"
     rng = random.Random(7)
-    words = "pump valve lever reactor cooling spare part inspection binder building operator log".split()
+    words = ("pump", "valve", "lever", "reactor", "cooling", "spare", "part", "inspection", "binder", "operator")
     for f in range(160):
         sentences = [" ".join(rng.choice(words) for _ in range(14)).capitalize() + "." for _ in range(120)]
         write(root / f"d{f // 40}" / f"file{f:03}.txt", " ".join(sentences))
