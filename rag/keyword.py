@@ -22,6 +22,14 @@ from rag.tokens import TOKENIZER_VERSION, Tokenizer
 
 log = logging.getLogger(__name__)
 
+
+def _bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported; bring it back under the application's level.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
 REINDEX_HINT = "rag ingest DIR --reindex-keywords"
 CURRENT = "CURRENT.json"  # names the saved index in use; replaced atomically, so readers never see half of one
 IDS = "ids.json"
@@ -60,7 +68,7 @@ def build(rows: Iterable[tuple[str, str]]) -> tuple[Any, list[str]]:
 
     Token ids go in compact int32 arrays: 100k chunks of ~100 tokens stay in tens of megabytes.
     """
-    import bm25s
+    bm25s = _bm25s()
 
     vocab: dict[str, int] = {}
     ids: list[str] = []
@@ -115,7 +123,7 @@ def read_pointer(directory: Path) -> dict[str, Any]:
 
 def load(directory: Path) -> Loaded:
     """The saved index named by CURRENT. Raises KeywordIndexUnavailable saying what to run."""
-    import bm25s
+    bm25s = _bm25s()
 
     pointer = read_pointer(directory)
     where = directory / pointer["dir"]
