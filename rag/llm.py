@@ -71,8 +71,9 @@ def chat_options(settings: Settings) -> dict[str, Any]:
     return {"num_ctx": settings.num_ctx, "seed": settings.seed, "num_predict": settings.num_predict}
 
 
-# A small model tends to go on past its answer with an invented next question or source list.
-ANSWER_STOPS = ["\nQuestion:", "\n问题：", "\nSources:", "\n资料："]
+# A small model tends to go on past its answer with an invented next question or a list of sources
+# ("\n[1] (file.md) ..."); citations inside the answer stay, as they are not at the start of a line.
+ANSWER_STOPS = ["\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "\n["]
 
 
 def build_llm(settings: Settings) -> Ollama:

@@ -28,6 +28,6 @@ rag serve --port "$PORT" > storage/serve.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 60); do curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 1; done
 
-question="${1:-What port does rag serve listen on by default?}"
+question="${1:-At what time does the nightly snapshot of storage/ run?}"
 echo "== POST /ask: $question"
 rag ask --url "http://127.0.0.1:$PORT" "$question"
