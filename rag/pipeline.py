@@ -30,6 +30,12 @@ NOT_COVERED = {
     "en": "The documents do not cover this.",
     "zh": "文档中没有涉及这个问题。",
 }
+# Said instead of an empty answer: a small model sometimes starts by copying a source's "[n]" line, which
+# the stop sequences end at once. The sources are still returned; the user is told to read them.
+NO_ANSWER = {
+    "en": "The model gave no answer; read the sources below.",
+    "zh": "模型没有给出回答，请阅读下面的资料。",
+}
 
 SYSTEM_PROMPT = {
     "en": (
@@ -252,6 +258,9 @@ class RagPipeline:
             # Nothing relevant was retrieved: say so rather than let the model guess.
             parts.append(NOT_COVERED[lang])
             yield {"type": "token", "text": NOT_COVERED[lang]}
+        if not "".join(parts).strip():
+            parts = [NO_ANSWER[lang]]
+            yield {"type": "token", "text": NO_ANSWER[lang]}
         t2 = time.perf_counter()
         answer = "".join(parts).strip()
         yield {
@@ -269,5 +278,7 @@ class RagPipeline:
 
 
 def is_abstention(answer: str) -> bool:
+    """A declined answer (the documents do not cover it), an empty one, or the no-answer notice."""
     flat = answer.strip().lower()
-    return any(flat.startswith(s.lower().rstrip(".。")) for s in NOT_COVERED.values()) or not flat
+    declines = (*NOT_COVERED.values(), *NO_ANSWER.values())
+    return any(flat.startswith(s.lower().rstrip(".。")) for s in declines) or not flat
