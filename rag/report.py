@@ -179,6 +179,7 @@ def _strip(ax: Any, groups: Sequence[Sequence[float]], labels: Sequence[str], co
 
 def score_chart(records: Sequence[dict[str, Any]], path: Path) -> None:
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     figure = _figure(8, 3.6)
     bins = np.linspace(0, 1, 11)
@@ -187,6 +188,7 @@ def score_chart(records: Sequence[dict[str, Any]], path: Path) -> None:
     for ax, (name, values, color) in zip(figure.subplots(1, 2), series, strict=True):
         ax.hist(values, bins=bins, color=color, edgecolor="white", label=f"{name} (n={len(values)})")
         ax.set(title=f"{name} per row", xlabel=f"{name} (0-1)", ylabel="rows", xlim=(0, 1))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # rows are counted, not measured
         ax.legend(loc="upper left")
     figure.suptitle("Score distribution")
     figure.savefig(path)

@@ -24,4 +24,5 @@ def test_an_empty_generation_becomes_a_no_answer_notice_with_the_sources(tmp_pat
     assert len(script.requests) == 2  # the model was asked, and answered nothing
     assert (english.answer, english.abstained) == (NO_ANSWER["en"], True)
     assert (chinese.answer, chinese.abstained) == (NO_ANSWER["zh"], True)
-    assert english.sources and chinese.sources  # still there to read
+    assert english.sources
+    assert chinese.sources
