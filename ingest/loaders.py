@@ -363,6 +363,9 @@ def _pdf_child_main(path: str, memory_mb: int) -> None:
         result = {"error": "memory"}
     except ImportError as exc:  # pypdf missing, or its libraries could not even be mapped under the cap
         result = {"error": "setup", "reason": f"{type(exc).__name__}: {exc}"}
+    except OSError as exc:  # ENOMEM: the cap hit where Python reads or maps a file (pypdf's own modules, say)
+        result = {"error": "memory"} if exc.errno == errno.ENOMEM else {
+            "error": "unreadable", "reason": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # whatever pypdf raises is the reason the user needs to see
         result = {"error": "unreadable", "reason": f"{type(exc).__name__}: {exc}"}
     out.write(json.dumps(result))

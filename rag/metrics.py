@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+from rag.tokens import CJK
+
 # A CJK character is a token on its own (character F1 for Chinese); anything else splits on spaces.
-_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+_TOKEN = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 BOOTSTRAP_RESAMPLES = 2000

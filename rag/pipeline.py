@@ -20,10 +20,11 @@ from rag.fusion import Candidate, candidates, fuse
 from rag.keyword import KeywordIndex
 from rag.llm import ollama_errors
 from rag.store import ChromaStore
+from rag.tokens import CJK
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = re.compile(rf"[{CJK}]")
 _WORD = re.compile(r"[A-Za-z]+")
 
 NOT_COVERED = {

@@ -14,13 +14,14 @@ TOKENIZER_VERSION = 1
 MAX_QUERY_TOKENS = 64  # a pasted page as a "question" is cut here; BM25 gains nothing from more terms
 MAX_QUERY_CHARS = 8000
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Chinese characters (CJK unified ideographs, extension A, compatibility): one definition for every module.
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _ALNUM = "0-9A-Za-z\u00c0-\u024f"
 _JOIN = "_.:/+#-"
 # A CJK run, or a term: letters and digits, joined by single `_ . : / + # -` between them, so that
 # OLLAMA_KEEP_ALIVE, llama3.1:8b, /api/embed, PN-4471-B and 0.0.3 stay whole (a trailing full stop
 # or a leading slash is not part of the term).
-_PIECE = re.compile(rf"([{_CJK}]+)|([{_ALNUM}]+(?:[{_JOIN}][{_ALNUM}]+)*)")
+_PIECE = re.compile(rf"([{CJK}]+)|([{_ALNUM}]+(?:[{_JOIN}][{_ALNUM}]+)*)")
 _PARTS = re.compile(rf"[{_ALNUM}]+")
 
 # Small on purpose: words that carry no topic. Larger lists (bm25s' Chinese one has 841 entries)
