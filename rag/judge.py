@@ -142,6 +142,15 @@ class StructuredChat:
         ))
         return str(response.message.content or "")
 
+    def _repair_reason(self, exc: RagError) -> str:
+        """What the repair request tells the model: the server's own words, never its address or port,
+        which would make the same row judge differently on another host or port."""
+        if isinstance(exc.__cause__, ollama.ResponseError):
+            return str(exc.__cause__.error)
+        if isinstance(exc.__cause__, httpx.TimeoutException):
+            return f"no reply within {self.settings.request_timeout:g} seconds"
+        return exc.message
+
     def ask(self, messages: list[dict[str, str]], schema: dict[str, Any], check: Callable[[Any], Any],
             raw: list[str]) -> Any:
         """check(parsed reply) returns the value or raises InvalidReply; every reply is appended to raw."""
@@ -155,17 +164,17 @@ class StructuredChat:
                 # model, stops the run.
                 if isinstance(exc, OllamaUnavailable) and not isinstance(exc.__cause__, httpx.TimeoutException):
                     raise
-                reply, error = "", exc.message
+                reply, error, reason = "", exc.message, self._repair_reason(exc)
                 raw.append(f"(error) {error}")
             else:
                 raw.append(reply)
                 try:
                     return check(json.loads(reply))
                 except (json.JSONDecodeError, InvalidReply) as exc:
-                    error = str(exc)
+                    error = reason = str(exc)
             log.info("unusable reply from %s (attempt %s): %s", self.model, attempt + 1, error)
             messages = [*messages, {"role": "assistant", "content": reply},
-                        {"role": "user", "content": REPAIR_PROMPT.format(error=error)}]
+                        {"role": "user", "content": REPAIR_PROMPT.format(error=reason)}]
         raise JudgeFailed(f"unusable reply after one repair attempt: {error}", raw)
 
 

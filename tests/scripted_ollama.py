@@ -16,11 +16,11 @@ from typing import Any
 class Script:
     """Replies to send in order (the last one repeats) and the chat requests received."""
 
-    replies: Sequence[str]
+    replies: Sequence[str | tuple[int, str]]  # a reply's content, or (HTTP status, Ollama's error text)
     delay: float = 0.0  # seconds to wait before each reply
     requests: list[dict[str, Any]] = field(default_factory=list)
 
-    def next_reply(self) -> str:
+    def next_reply(self) -> str | tuple[int, str]:
         return self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
 
 
@@ -33,13 +33,16 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 return
             script.requests.append(body)
             time.sleep(script.delay)
-            reply = {
+            scripted = script.next_reply()
+            status, reply = 200, {
                 "model": body["model"], "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
-                "message": {"role": "assistant", "content": script.next_reply()},
+                "message": {"role": "assistant", "content": scripted},
             }
+            if isinstance(scripted, tuple):  # an error answer, shaped as Ollama's
+                status, reply = scripted[0], {"error": scripted[1]}
             data = json.dumps(reply).encode()
             try:
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -54,7 +57,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def scripted_ollama(replies: Sequence[str], delay: float = 0.0) -> Iterator[tuple[str, Script]]:
+def scripted_ollama(replies: Sequence[str | tuple[int, str]], delay: float = 0.0) -> Iterator[tuple[str, Script]]:
     """Yields (base URL, script) of a server on a free loopback port."""
     script = Script(replies, delay)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))

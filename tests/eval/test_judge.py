@@ -57,6 +57,20 @@ def test_a_repaired_reply_is_scored(tmp_path):
     assert got.error is None
 
 
+def test_an_error_answer_is_repaired_with_the_servers_words_not_its_address(tmp_path):
+    # The repair request must be the same on any host and port, or the same row judges differently there.
+    refused = "the model's output does not match the requested format"
+    statements = {"sentences": [{"statements": ["The snapshot runs at 02:30."]}]}
+    verdicts = {"verdicts": [{"reason": "stated", "verdict": "yes"}]}
+    with scripted_ollama([(500, refused), json.dumps(statements), json.dumps(verdicts)]) as (url, script):
+        got = judge_at(tmp_path, url).faithfulness("When?", "It runs at 02:30.", [CONTEXT])
+    repair = script.requests[1]["messages"][-1]["content"]
+    assert refused in repair
+    assert url.split("//")[1] not in repair
+    assert got.score == 1.0
+    assert got.raw[0] == f"(error) Ollama at {url} answered 500: {refused}"  # the record keeps the whole message
+
+
 def test_a_call_that_times_out_is_retried_once_then_counted_as_a_failure(tmp_path):
     with scripted_ollama(["{}"], delay=1.5) as (url, script):
         judge = Judge(make_settings(tmp_path, url, request_timeout=0.5))
