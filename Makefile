@@ -29,6 +29,8 @@ test-fast:
 bench:
 	$(PY) bench/engine_bench.py
 	$(PY) bench/retrieval_bench.py
+	$(PY) bench/judge_variants.py
+	$(PY) bench/eval_topk.py
 
 lint:
 	$(VENV)/bin/ruff check rag ingest tests bench
