@@ -7,18 +7,19 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from rag.config import Settings
+from rag.console import EXIT_ERROR, fail, progress_bar
 from rag.errors import RagError
 from rag.eval_cli import eval_group
 
 log = logging.getLogger("rag")
 
-EXIT_OK, EXIT_FILES_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FILES_FAILED = 0, 1
 
 
 def _settings() -> Settings:
@@ -26,12 +27,7 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(f"RAG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        _fail(f"invalid settings: {problems}")
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
+        fail(f"invalid settings: {problems}")
 
 
 def _setup_logging(settings: Settings, verbose: bool = False) -> None:
@@ -55,11 +51,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _progress(total: int) -> Callable[[int], None]:
-    from tqdm import tqdm
-
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    bar = tqdm(total=total, unit="file", desc="ingest", disable=None, file=sys.stderr)
-    return bar.update
+    return progress_bar("ingest", total, "file")
 
 
 @main.command()
@@ -80,7 +72,7 @@ def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reind
             progress_factory=_progress,
         )
     except RagError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     plan, summary = result.plan, result.summary
     if summary is None:
         for line in plan.lines() or ["nothing to do"]:
@@ -120,45 +112,18 @@ def ask(
     settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None
 ) -> None:
     """Answer QUESTION from the indexed documents, with numbered sources."""
+    from rag.askers import http_asker, local_asker
+
     try:
-        answer = _ask_server(url, question, top_k, mode) if url else _ask_here(settings, question, top_k, mode)
+        with (http_asker(url, top_k, mode, timeout=600) if url
+              else local_asker(settings, top_k, mode, "rag ask")) as asker:
+            answer = asker(question)
     except RagError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     if as_json:
         click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
         _print_answer(answer)
-
-
-def _ask_here(settings: Settings, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
-    from contextlib import nullcontext
-    from dataclasses import asdict
-
-    from rag import llm
-    from rag.lock import store_lock
-    from rag.pipeline import RagPipeline
-    from rag.store import ChromaStore
-
-    with store_lock(settings, "rag ask") if not settings.chroma_host else nullcontext():
-        store = ChromaStore.open(settings)
-        pipeline = RagPipeline(settings, store, llm.build_llm(settings), llm.build_embed_model(settings))
-        answer = pipeline.ask(question, top_k, mode=mode)
-    return {**answer.to_dict(), "sources": [asdict(s) for s in answer.sources]}
-
-
-def _ask_server(url: str, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
-    import httpx
-
-    payload = {"question": question, "top_k": top_k, "mode": mode}
-    try:
-        r = httpx.post(f"{url.rstrip('/')}/ask", json=payload, timeout=600)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach rag serve at {url}: {exc}")
-    body = r.json()
-    if r.status_code != 200:
-        _fail(body.get("error", {}).get("message", r.text))
-    result: dict[str, Any] = body
-    return result
 
 
 @main.command()

@@ -8,32 +8,21 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from rag.config import Settings
+from rag.console import fail, progress_bar
 from rag.errors import RagError
 
-EXIT_THRESHOLD_MISSED, EXIT_ERROR = 1, 2
+EXIT_THRESHOLD_MISSED = 1
 DEFAULT_CASES = Path("data/eval/faithfulness.jsonl")
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
-
-
 def _progress(unit: str) -> Callable[[str, int], Callable[[int], None]]:
-    """A progress bar per stage on a terminal (tqdm, as `rag ingest`); silent in logs and pipes."""
-
-    def start(description: str, total: int) -> Callable[[int], None]:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit=unit, desc=description, disable=None, file=sys.stderr, leave=False)
-        return bar.update
-
-    return start
+    """A progress bar per stage (answer, judge; run 1/3 ...), as `rag ingest` shows one."""
+    return lambda description, total: progress_bar(description, total, unit, leave=False)
 
 
 def _stamp() -> str:
@@ -72,8 +61,8 @@ def eval_group() -> None:
 def run(settings: Settings, dataset: Path, url: str | None, out: Path | None, top_k: int, mode: str | None,
         judge_model: str | None, fail_under: dict[str, float] | None) -> None:
     """Answer every question of DATASET (JSON Lines) as /ask does, judge and score it, and write a report."""
+    from rag import askers, evaluate, report
     from rag import dataset as datasets
-    from rag import evaluate, report
     from rag.judge import Judge
 
     out = out or Path("eval-runs") / _stamp()
@@ -81,11 +70,11 @@ def run(settings: Settings, dataset: Path, url: str | None, out: Path | None, to
     try:
         rows = datasets.load_jsonl(dataset, datasets.QARow)
         judge = Judge(settings, judge_model)
-        with (evaluate.http_asker(url, top_k, mode, settings.request_timeout) if url
-              else evaluate.local_asker(settings, top_k, mode)) as ask:
+        with (askers.http_asker(url, top_k, mode, settings.request_timeout) if url
+              else askers.local_asker(settings, top_k, mode, "rag eval")) as ask:
             records = evaluate.run_dataset(rows, ask, judge, _progress("row"))
     except RagError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     meta = {"dataset": str(dataset), "started_at": started, "seconds": round(time.perf_counter() - clock, 1),
             **evaluate.run_meta(settings, judge, top_k, mode, url)}
     summary = evaluate.summarize(records, meta)
@@ -117,7 +106,7 @@ def generate(settings: Settings, out: Path, count: int, seed: int, model: str | 
     try:
         rows = draft_dataset(settings, count, seed, model)
     except RagError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     click.echo(f"wrote {len(rows)} rows to {out} ({count - len(rows)} chunks gave no usable question); "
@@ -149,7 +138,7 @@ def validate(settings: Settings, cases: Path, runs: int, out: Path | None, judge
         records = judge_validation.validate_judge(labelled, lambda seed: Judge(settings, judge_model, seed), seeds,
                                                   _progress("case"))
     except RagError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     judge = Judge(settings, judge_model)
     meta = {"dataset": str(cases), "judge_model": judge.model, "judge_meta": evaluate.judge_meta(settings, judge),
             "started_at": started, "seconds": round(time.perf_counter() - clock, 1)}

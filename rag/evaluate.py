@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import httpx
-
 from rag import metrics
+from rag.askers import Ask
 from rag.config import Settings
 from rag.dataset import QARow
-from rag.errors import BadRequest, OllamaError, RagError
+from rag.errors import BadRequest, OllamaError
 from rag.judge import JUDGE_NUM_PREDICT, Judge, prompts_sha256
 from rag.pipeline import is_abstention
-from rag.store import ChromaStore
 
 log = logging.getLogger(__name__)
 
-Ask = Callable[[str], dict[str, Any]]
 Progress = Callable[[str, int], Callable[[int], None]]  # (description, total) -> advance(n)
 
 # Errors that concern one question (too long, a model error on that request): the row is recorded as
@@ -35,47 +31,6 @@ def no_progress(description: str, total: int) -> Callable[[int], None]:
 
 METRICS = ("faithfulness", "hit@1", "hit@3", "hit@5", "mrr", "token_f1", "exact_match")
 STAGES = ("retrieve", "generate", "answer", "judge", "total")
-
-
-# -- answering: in-process or over HTTP -------------------------------------------------------------
-
-
-@contextmanager
-def local_asker(settings: Settings, top_k: int, mode: str | None = None) -> Iterator[Ask]:
-    """The in-process pipeline, holding the store lock as `rag ask` does."""
-    from rag import llm
-    from rag.lock import store_lock
-    from rag.pipeline import RagPipeline
-
-    with store_lock(settings, "rag eval") if not settings.chroma_host else nullcontext():
-        store = ChromaStore.open(settings)
-        pipeline = RagPipeline(settings, store, llm.build_llm(settings), llm.build_embed_model(settings))
-        yield lambda question: pipeline.ask(question, top_k, mode=mode).to_dict()
-
-
-@contextmanager
-def http_asker(url: str, top_k: int, mode: str | None, timeout: float) -> Iterator[Ask]:
-    """POST /ask on a running `rag serve`."""
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
-        yield lambda question: _post_ask(client, {"question": question, "top_k": top_k, "mode": mode})
-
-
-def _post_ask(client: httpx.Client, payload: dict[str, Any]) -> dict[str, Any]:
-    try:
-        response = client.post("/ask", json=payload)
-    except httpx.HTTPError as exc:
-        raise RagError(f"cannot reach rag serve at {client.base_url}: {exc}") from exc
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        raise RagError(f"rag serve at {client.base_url} answered {response.status_code}: "
-                       f"{response.text[:200]}") from None
-    if response.status_code != 200:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        message = f"rag serve answered {response.status_code}: {error.get('message', response.text[:200])}"
-        # 422: this question was refused; 502: Ollama failed on this request. Both end this row only.
-        raise {422: BadRequest, 502: OllamaError}.get(response.status_code, RagError)(message)
-    return body
 
 
 # -- one row: answer, retrieval and correctness, then the judge -------------------------------------

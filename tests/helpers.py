@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from rag.config import Settings
+from tests.servers import free_port
+
+__all__ = ["free_port"]  # re-exported: tests take it from here with the other helpers
 
 
 def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings:
@@ -27,12 +29,6 @@ def engine_requests(url: str, path: str = "/api/embed") -> int:
     """How many requests the engine has served on `path`, counted at the server."""
     stats = httpx.get(f"{url}/engine/stats", timeout=10).json()
     return int(stats["requests"].get(path, 0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dead_url() -> str:

@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 from matplotlib import image
@@ -18,6 +16,7 @@ from matplotlib import image
 from ingest.run import ingest_folder
 from rag.cli import main
 from tests.helpers import CHINESE, ENGLISH, free_port, make_settings, write
+from tests.servers import wait_http
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROWS = [
@@ -113,22 +112,11 @@ def served(workdir: Path, fast_engine: str) -> Iterator[str]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(base):
-            assert server.poll() is None, "rag serve exited"
-            assert time.monotonic() < deadline, "rag serve did not start"
-            time.sleep(0.3)
+        wait_http(f"{base}/health", server, "rag serve")
         yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_run_against_a_running_server_over_http(workdir, fast_engine, served):
