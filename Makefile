@@ -15,7 +15,12 @@ install: $(PY)
 	$(PY) -m pip install --upgrade pip
 	# torch first and pinned: a CPU wheel of 2.13.0 is on the machine; anything else pulls CUDA.
 	$(PY) -m pip install "torch==2.13.0"
+	# llama-cpp-python: a portable build, GGML_NATIVE=OFF with AVX2/FMA/F16C and no AVX-512 or AMX (the flags
+	# live in scripts/build-llama.sh only), in a wheel keyed by its flags so no stale native wheel is reused;
+	# scripts/check_portable.py then disassembles the installed library to prove it.
+	bash scripts/build-llama.sh $(PY)
 	$(PY) -m pip install -e ".[engine,dev]"
+	$(PY) scripts/check_portable.py
 
 demo: install
 	bash scripts/demo.sh

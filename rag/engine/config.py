@@ -42,6 +42,24 @@ class EngineSettings(BaseSettings):
         default=0.0, ge=0.0, description="Deterministic backend only: seconds per /api/embed call."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names accepted besides loopback ones, comma-separated (`*.lan`, `*` for any): "
+        "a guard against DNS rebinding.",
+    )
+    self_check: bool = Field(
+        default=True,
+        description="Generate once from a prompt of 512+ tokens in a runner before listening; exit 1 if it fails.",
+    )
+    test_faults: bool = Field(
+        default=False,
+        description="Tests only: a prompt holding <<runner-fault:SIGSEGV>> (or another signal) kills its runner.",
+    )
+    test_fault_long_prompt: str = Field(
+        default="",
+        description="Tests only, with test_faults: the signal a runner dies of on prompts of 512+ tokens "
+        "(SIGILL mimics a llama.cpp build using instructions this CPU faults on).",
+    )
 
     @property
     def bind(self) -> tuple[str, int]:

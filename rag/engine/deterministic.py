@@ -87,6 +87,9 @@ class EchoChat:
         turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return f"{turns}<|im_start|>assistant\n"
 
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(WORD.findall(prompt))
+
     def answer(self, prompt: str, fmt: Any) -> str:
         users = [content for role, content in TURN.findall(prompt) if role == "user"]
         said = " ".join((users[-1] if users else prompt).split())

@@ -60,6 +60,9 @@ class LlamaChat:
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         return self.formatter(messages=cast(Any, list(messages))).prompt
 
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.llm.tokenize(prompt.encode("utf-8"), special=True))
+
     def close(self) -> None:
         self.llm.close()
 

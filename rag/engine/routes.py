@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from rag.engine.backends import GenerationStats
 from rag.engine.catalog import CATALOG, resolve
 from rag.engine.jobs import DONE, FAILED, PIECE
+from rag.engine.runner import RunnerCrashed, RunnerFailed
 from rag.engine.schemas import (
     ApiError,
     ChatRequest,
@@ -81,9 +82,15 @@ async def version() -> dict[str, str]:
 
 @router.get("/engine/stats")
 async def engine_stats(engine: EngineDep) -> dict[str, Any]:
+    runners = [
+        {"model": name, "pid": getattr(instance, "pid", None), "num_ctx": loaded.n_ctx}
+        for name, loaded in sorted(engine.scheduler.loaded.items())
+        for instance in loaded.instances
+    ]
     return {
         **engine.stats.snapshot(),
-        "loaded": sorted(engine.scheduler.runners),
+        "loaded": sorted(engine.scheduler.loaded),
+        "runners": runners,
         "backend": engine.backend.name,
     }
 
@@ -96,7 +103,7 @@ async def tags(engine: EngineDep) -> dict[str, Any]:
 @router.get("/api/ps")
 async def ps(engine: EngineDep) -> dict[str, Any]:
     models = []
-    for runner in list(engine.scheduler.runners.values()):
+    for runner in list(engine.scheduler.loaded.values()):
         entry = await asyncio.to_thread(engine.describe, runner.spec)
         entry.pop("modified_at")
         expires = runner.expires_at.isoformat().replace("+00:00", "Z")
@@ -254,8 +261,11 @@ async def _stream(run: Run, model: str, shape: Shape) -> AsyncIterator[bytes]:
                 yield _line({**_stamp(model), **shape(value), "done": False})
                 continue
             if kind == FAILED:
-                logger.error("generation failed", exc_info=value)
-                yield _line({"error": "generation failed"})
+                if isinstance(value, RunnerCrashed | RunnerFailed):
+                    yield _line({"error": str(value)})  # already logged where it happened
+                else:
+                    logger.error("generation failed", exc_info=value)
+                    yield _line({"error": "generation failed"})
             elif value.done_reason == "cancelled":
                 yield _line({"error": CANCELLED})
             elif error := run.format_error("".join(parts), value):

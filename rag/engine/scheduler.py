@@ -58,21 +58,22 @@ def _duration(text: str) -> float:
 
 
 @dataclass
-class Runner:
-    """A loaded model: one instance per parallel slot."""
+class LoadedModel:
+    """A loaded model: one instance (a runner process) per parallel slot."""
 
     spec: ModelSpec
     n_ctx: int
     instances: list[Any]
     free: list[Any]
     active: int = 0
-    deadline: float | None = None  # time.monotonic() after which an idle runner is unloaded
+    broken: bool = False  # a runner died: unload as soon as nothing runs, so the next request starts afresh
+    deadline: float | None = None  # time.monotonic() after which an idle model is unloaded
     expires_at: datetime = FOREVER
 
 
 @dataclass
 class Slot:
-    runner: Runner
+    model: LoadedModel
     instance: Any
     load_duration: int  # nanoseconds this request spent loading the model
     keep_alive: float | None = field(default=None)
@@ -82,7 +83,7 @@ class Scheduler:
     def __init__(self, backend: Backend, executor: Executor, num_parallel: int, max_queue: int) -> None:
         self.backend, self.executor = backend, executor
         self.num_parallel, self.max_queue = num_parallel, max_queue
-        self.runners: dict[str, Runner] = {}
+        self.loaded: dict[str, LoadedModel] = {}
         self._conditions: dict[str, asyncio.Condition] = {}
         self._waiting = 0
 
@@ -99,48 +100,52 @@ class Scheduler:
             async with cond:
                 load_ns = 0
                 while True:
-                    runner = self.runners.get(spec.name)
-                    if runner is None or (runner.n_ctx != n_ctx and runner.active == 0):
+                    model = self.loaded.get(spec.name)
+                    stale = model is not None and model.active == 0 and (model.broken or model.n_ctx != n_ctx)
+                    if model is None or stale:
                         load_ns = await self._load(spec, n_ctx)
                         continue
-                    if runner.n_ctx == n_ctx and runner.free:
-                        runner.active += 1
-                        self._set_expiry(runner, keep_alive)
-                        return Slot(runner, runner.free.pop(), load_ns, keep_alive)
+                    if model.n_ctx == n_ctx and model.free:
+                        model.active += 1
+                        self._set_expiry(model, keep_alive)
+                        return Slot(model, model.free.pop(), load_ns, keep_alive)
                     await cond.wait()
         finally:
             self._waiting -= 1
 
     async def release(self, slot: Slot) -> None:
         """Give a slot back once its work has finished; keep_alive 0 unloads an idle model at once."""
-        runner = slot.runner
-        cond = self._condition(runner.spec)
+        model = slot.model
+        cond = self._condition(model.spec)
         async with cond:
-            runner.active -= 1
-            runner.free.append(slot.instance)
-            self._set_expiry(runner, slot.keep_alive)
-            if slot.keep_alive == 0 and runner.active == 0:
-                self._unload(runner)
+            model.active -= 1
+            if getattr(slot.instance, "alive", True):
+                model.free.append(slot.instance)
+            else:  # its runner died: the queued requests get a fresh runner, not a dead one
+                model.broken = True
+            self._set_expiry(model, slot.keep_alive)
+            if (slot.keep_alive == 0 or model.broken) and model.active == 0:
+                self._unload(model)
             cond.notify_all()
 
     async def unload(self, spec: ModelSpec) -> None:
         """Unload now if idle (Ollama's keep_alive 0 with an empty request), else when the last run ends."""
         async with self._condition(spec):
-            runner = self.runners.get(spec.name)
-            if runner is None:
+            model = self.loaded.get(spec.name)
+            if model is None:
                 return
-            if runner.active == 0:
-                self._unload(runner)
+            if model.active == 0:
+                self._unload(model)
             else:
-                self._set_expiry(runner, 0)
+                self._set_expiry(model, 0)
 
     async def expire(self) -> None:
         now = time.monotonic()
-        for runner in list(self.runners.values()):
-            if runner.active == 0 and runner.deadline is not None and runner.deadline <= now:
-                async with self._condition(runner.spec):
-                    if runner.active == 0 and self.runners.get(runner.spec.name) is runner:
-                        self._unload(runner)
+        for model in list(self.loaded.values()):
+            if model.active == 0 and model.deadline is not None and model.deadline <= now:
+                async with self._condition(model.spec):
+                    if model.active == 0 and self.loaded.get(model.spec.name) is model:
+                        self._unload(model)
 
     async def run_expiry(self, interval: float = 1.0) -> None:
         while True:
@@ -148,37 +153,38 @@ class Scheduler:
             await self.expire()
 
     def close(self) -> None:
-        for runner in list(self.runners.values()):
-            self._unload(runner)
+        for model in list(self.loaded.values()):
+            self._unload(model)
 
     async def _load(self, spec: ModelSpec, n_ctx: int) -> int:
-        if old := self.runners.get(spec.name):
-            logger.info("reloading %s: num_ctx %s -> %s", spec.name, old.n_ctx, n_ctx)
+        if old := self.loaded.get(spec.name):
+            why = "its runner died" if old.broken else f"num_ctx {old.n_ctx} -> {n_ctx}"
+            logger.info("reloading %s: %s", spec.name, why)
             self._unload(old)
         start = time.perf_counter_ns()
         loop = asyncio.get_running_loop()
         try:
             instances = await loop.run_in_executor(self.executor, self.backend.load, spec, n_ctx, self.num_parallel)
         except Exception as exc:
-            logger.exception("loading %s failed", spec.name)
-            raise LoadFailed(f"failed to load model {spec.name!r}") from exc
-        self.runners[spec.name] = Runner(spec, n_ctx, instances, list(instances))
+            logger.error("loading %s failed: %s", spec.name, exc)
+            raise LoadFailed(f"failed to load model {spec.name!r}: {exc}") from exc
+        self.loaded[spec.name] = LoadedModel(spec, n_ctx, instances, list(instances))
         elapsed = time.perf_counter_ns() - start
         logger.info("loaded %s (num_ctx %s, %s slots) in %.2fs", spec.name, n_ctx, len(instances), elapsed / 1e9)
         return elapsed
 
-    def _unload(self, runner: Runner) -> None:
-        if self.runners.get(runner.spec.name) is runner:
-            del self.runners[runner.spec.name]
-        for instance in {id(i): i for i in runner.instances}.values():
+    def _unload(self, model: LoadedModel) -> None:
+        if self.loaded.get(model.spec.name) is model:
+            del self.loaded[model.spec.name]
+        for instance in {id(i): i for i in model.instances}.values():
             if close := getattr(instance, "close", None):
                 close()
-        logger.info("unloaded %s", runner.spec.name)
+        logger.info("unloaded %s", model.spec.name)
 
     @staticmethod
-    def _set_expiry(runner: Runner, keep_alive: float | None) -> None:
+    def _set_expiry(model: LoadedModel, keep_alive: float | None) -> None:
         if keep_alive is None:
-            runner.deadline, runner.expires_at = None, FOREVER
+            model.deadline, model.expires_at = None, FOREVER
         else:
-            runner.deadline = time.monotonic() + keep_alive
-            runner.expires_at = datetime.now(UTC) + timedelta(seconds=keep_alive)
+            model.deadline = time.monotonic() + keep_alive
+            model.expires_at = datetime.now(UTC) + timedelta(seconds=keep_alive)

@@ -15,13 +15,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rag.engine.backends import make_backend
 from rag.engine.catalog import CATALOG
 from rag.engine.config import EngineSettings
 from rag.engine.routes import get_engine, router
+from rag.engine.runner import RunnerBackend, RunnerCrashed, RunnerFailed
 from rag.engine.scheduler import LoadFailed, Scheduler, ServerBusy
 from rag.engine.schemas import ApiError
+from rag.engine.selfcheck import self_check
 from rag.engine.service import Engine
+from rag.hostcheck import HostCheck, parse_hosts, warn_if_exposed
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +31,17 @@ BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
 
 class CountRequests:
-    """Counts requests per path for GET /engine/stats; plain ASGI so streaming is untouched."""
+    """Counts requests per route for GET /engine/stats; plain ASGI so streaming is untouched.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Paths that match no route share one counter, so junk requests cannot grow the engine's memory."""
+
+    def __init__(self, app: ASGIApp, paths: set[str]) -> None:
+        self.app, self.paths = app, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (engine := getattr(scope["app"].state, "engine", None)):
-            engine.stats.requests[scope["path"]] += 1
+            path = scope["path"]
+            engine.stats.requests[path if path in self.paths else "(no such route)"] += 1
         await self.app(scope, receive, send)
 
 
@@ -54,7 +59,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(503, BUSY)
 
     async def load_failed(request: Request, exc: Exception) -> Response:
-        return _error(500, str(exc))
+        return _error(500, str(exc))  # as Ollama: the runner's failure, said in its own words
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -67,6 +72,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(ServerBusy, busy)
     app.add_exception_handler(LoadFailed, load_failed)
+    app.add_exception_handler(RunnerCrashed, load_failed)
+    app.add_exception_handler(RunnerFailed, load_failed)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
@@ -78,7 +85,7 @@ def create_app(settings: EngineSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Enough threads for every slot of every model, plus loads and digests.
         executor = ThreadPoolExecutor(settings.num_parallel * len(CATALOG) + 2, thread_name_prefix="engine")
-        backend = make_backend(settings)
+        backend = RunnerBackend(settings)
         scheduler = Scheduler(backend, executor, settings.num_parallel, settings.max_queue)
         app.state.engine = engine = Engine(settings, backend, scheduler, executor)
         expiry = asyncio.create_task(scheduler.run_expiry())
@@ -97,7 +104,8 @@ def create_app(settings: EngineSettings) -> FastAPI:
             scheduler.close()
 
     app = FastAPI(title="rag engine", description="Ollama's API on bundled models", lifespan=lifespan)
-    app.add_middleware(CountRequests)
+    app.add_middleware(CountRequests, paths={getattr(route, "path", "") for route in router.routes})
+    app.add_middleware(HostCheck, allowed_hosts=parse_hosts(settings.allowed_hosts), bind_host=settings.bind[0])
     app.include_router(router)
     _install_error_handlers(app)
     return app
@@ -117,8 +125,13 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: EngineSettings) -> None:
-    """Run the engine until interrupted (Ctrl-C stops it cleanly)."""
+    """Run the engine until interrupted (Ctrl-C stops it cleanly).
+
+    Raises SelfCheckFailed, before listening, when the chat model cannot generate on this machine."""
     host, port = settings.bind
+    warn_if_exposed("the engine", host, parse_hosts(settings.allowed_hosts), "RAG_ENGINE_ALLOWED_HOSTS")
+    if settings.self_check:
+        self_check(settings)
     logger.info("engine listening on %s:%s", host, port)
     app = create_app(settings)
     config = uvicorn.Config(

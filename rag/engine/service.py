@@ -7,8 +7,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from rag.engine.backends import Backend, ChatModel, Embedded, GenerationStats, I
 from rag.engine.catalog import Kind, ModelSpec, artifact_path, artifact_size, details, digest, resolve
 from rag.engine.config import EngineSettings
 from rag.engine.jobs import FAILED, Job
+from rag.engine.runner import RunnerCrashed
 from rag.engine.scheduler import Scheduler, Slot, parse_keep_alive
 from rag.engine.schemas import ApiError, Options
 
@@ -34,12 +36,23 @@ class EngineStats:
     generated_tokens: int = 0
     cancelled: int = 0
     rejected: int = 0
+    runner_crashes: int = 0
+    last_crash: dict[str, Any] | None = None  # the latest runner death: model, message, time
+    can_generate: bool = True  # False from a chat runner's death until a generation completes again
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def generated(self, stats: GenerationStats) -> None:
         with self._lock:
             self.generated_tokens += stats.eval_count
             self.cancelled += stats.done_reason == "cancelled"
+            self.can_generate = True
+
+    def crashed(self, spec: ModelSpec, message: str) -> None:
+        with self._lock:
+            self.runner_crashes += 1
+            self.last_crash = {"model": spec.name, "error": message, "at": datetime.now(UTC).isoformat()}
+            if spec.kind == "chat":
+                self.can_generate = False
 
     def embedded(self, count: int) -> None:
         with self._lock:
@@ -53,6 +66,9 @@ class EngineStats:
                 "generated_tokens": self.generated_tokens,
                 "cancelled": self.cancelled,
                 "rejected": self.rejected,
+                "runner_crashes": self.runner_crashes,
+                "last_crash": self.last_crash,
+                "can_generate": self.can_generate,
             }
 
 
@@ -195,7 +211,8 @@ class Engine:
 
         def work(cancel: threading.Event, emit: Callable[[str], None]) -> GenerationStats:
             model: ChatModel = slot.instance
-            stats = model.generate(prompt(model), sampling, grammar, cancel, emit)
+            with self._crash_recorded(spec):
+                stats = model.generate(prompt(model), sampling, grammar, cancel, emit)
             self.stats.generated(stats)
             return stats
 
@@ -207,7 +224,12 @@ class Engine:
     ) -> tuple[Embedded, int]:
         """Embed a whole request in one batched call; returns the vectors and the load time (ns)."""
         slot = await self.scheduler.acquire(spec, spec.context_length, keep_alive)
-        job = self._start(lambda cancel, emit: slot.instance.embed(texts, truncate), slot)
+
+        def work(cancel: threading.Event, emit: Callable[[str], None]) -> Embedded:
+            with self._crash_recorded(spec):
+                return slot.instance.embed(texts, truncate)  # type: ignore[no-any-return]
+
+        job = self._start(work, slot)
         kind, value = await job.next()
         if kind == FAILED:
             if isinstance(value, InputTooLong):
@@ -215,6 +237,14 @@ class Engine:
             raise value
         self.stats.embedded(len(texts))
         return value, slot.load_duration
+
+    @contextmanager
+    def _crash_recorded(self, spec: ModelSpec) -> Iterator[None]:
+        try:
+            yield
+        except RunnerCrashed as exc:
+            self.stats.crashed(spec, str(exc))
+            raise
 
     def cancel_all(self) -> None:
         for job in list(self._jobs):

@@ -169,6 +169,7 @@ def long_chat(words: int = 200, stream: bool = False) -> dict:
 
 def test_a_full_queue_answers_503_and_the_engine_recovers(slow_engine):
     body = {**long_chat(), "options": {"num_predict": 40}}  # ~0.8 s each
+    assert_serving(slow_engine)  # loaded first: a request waiting for its runner to start counts as queued
     results: list[httpx.Response] = []
 
     def fire() -> None:
@@ -256,3 +257,26 @@ def test_settings_follow_ollamas_variables(monkeypatch):
     assert (settings.num_parallel, settings.max_queue, settings.backend) == (3, 7, "real")
     monkeypatch.setenv("OLLAMA_HOST", "http://example.test")
     assert EngineSettings(_env_file=None).bind == ("example.test", 80)  # type: ignore[call-arg]
+
+
+def test_a_request_for_a_foreign_host_name_is_refused_as_dns_rebinding(fast_engine):
+    r = httpx.get(f"{fast_engine}/api/version", headers={"Host": "attacker.example:11434"})
+    assert r.status_code == 403
+    assert "attacker.example" in r.json()["error"]
+    for host in ("localhost:11434", "127.0.0.1", "[::1]:11434"):
+        assert httpx.get(f"{fast_engine}/api/version", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_admit_a_name():
+    with running_engine("deterministic", RAG_ENGINE_ALLOWED_HOSTS="ollama.lan, *.corp") as url:
+        for host in ("ollama.lan", "gpu1.corp:11434"):
+            assert httpx.get(f"{url}/api/version", headers={"Host": host}).status_code == 200
+        assert httpx.get(f"{url}/api/version", headers={"Host": "other.example"}).status_code == 403
+
+
+def test_junk_paths_share_one_counter(fast_engine):
+    for i in range(50):
+        httpx.get(f"{fast_engine}/junk/{i}")
+    counted = stats(fast_engine)["requests"]
+    assert not any(path.startswith("/junk") for path in counted)
+    assert counted["(no such route)"] >= 50
