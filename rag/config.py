@@ -71,8 +71,21 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     top_k: int = Field(default=4, ge=1, le=50)
     request_timeout: float = Field(default=300.0, gt=0, description="Seconds; a CPU model's first load is slow.")
+    health_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds for health checks and model listings: a stalled Ollama is reported."
+    )
+    embed_retries: int = Field(
+        default=5, ge=0, le=20, description="Embedding calls retried on a connection error, timeout or 503."
+    )
+    embed_retry_backoff: float = Field(
+        default=1.0, ge=0.0, description="Seconds before the first retry; doubled for each next one."
+    )
     keep_alive: str = "30m"
-    num_ctx: int = Field(default=2048, ge=256, description="Kept constant: Ollama reloads on change.")
+    num_ctx: int = Field(
+        default=4096, ge=256,
+        description="Kept constant: Ollama reloads on change. Room for top_k 4 Chinese chunks (about 1,450 "
+        "SmolLM2 tokens) with a wide margin: at 2048 the engine cuts prompts past 1536.",
+    )
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     seed: int = 42
     num_predict: int = Field(default=256, ge=1)
@@ -100,6 +113,10 @@ class Settings(BaseSettings):
     max_file_mb: int = Field(default=200, ge=1, description="Larger files are skipped and reported.")
     host: str = "127.0.0.1"
     port: int = 8080
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names rag serve answers besides loopback ones, comma-separated; * allows any.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("chroma_host")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -30,8 +31,11 @@ class InputTooLong(RagError):
 
 
 @contextmanager
-def ollama_errors(settings: Settings, model: str) -> Iterator[None]:
-    """Translate what the Ollama client raises into our error tree, with what to do about it."""
+def ollama_errors(settings: Settings, model: str, timeout: float | None = None) -> Iterator[None]:
+    """Translate what the Ollama client raises into our error tree, with what to do about it.
+
+    `timeout` is the one the call was made with, when it is not RAG_REQUEST_TIMEOUT.
+    """
     try:
         yield
     except ollama.ResponseError as exc:
@@ -49,21 +53,39 @@ def ollama_errors(settings: Settings, model: str) -> Iterator[None]:
             "`rag engine`) or set OLLAMA_HOST"
         ) from exc
     except httpx.TimeoutException as exc:
+        hint = ("raise RAG_REQUEST_TIMEOUT if the model is still loading" if timeout is None
+                else "it is stalled or overloaded")
         raise OllamaUnavailable(
-            f"Ollama at {settings.ollama_url} did not answer within {settings.request_timeout:g}s; "
-            "raise RAG_REQUEST_TIMEOUT if the model is still loading"
+            f"Ollama at {settings.ollama_url} did not answer within {timeout or settings.request_timeout:g}s; {hint}"
         ) from exc
     except httpx.HTTPError as exc:
         raise OllamaUnavailable(f"talking to Ollama at {settings.ollama_url} failed: {exc}") from exc
 
 
-def call(settings: Settings, model: str, fn: Callable[[], T]) -> T:
-    with ollama_errors(settings, model):
+def call(settings: Settings, model: str, fn: Callable[[], T], timeout: float | None = None) -> T:
+    with ollama_errors(settings, model, timeout):
         return fn()
 
 
-def make_client(settings: Settings) -> ollama.Client:
-    return ollama.Client(host=settings.ollama_url, timeout=settings.request_timeout)
+def make_client(settings: Settings, timeout: float | None = None) -> ollama.Client:
+    """A client for calls that may take long (RAG_REQUEST_TIMEOUT), or for quick ones with `timeout`."""
+    return ollama.Client(host=settings.ollama_url, timeout=timeout or settings.request_timeout)
+
+
+def _transient(exc: Exception, reached: bool) -> bool:
+    """Worth retrying: a timeout, a dropped connection, a 503 (busy). A refused connection only once the
+    server has answered before: one that never did is down, and that is said at once."""
+    if isinstance(exc, ollama.ResponseError):
+        return exc.status_code == 503
+    if isinstance(exc, ConnectionError | httpx.ConnectError):
+        return reached
+    return isinstance(exc, httpx.TransportError)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ollama.ResponseError):
+        return f"{exc.status_code} {exc.error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def chat_options(settings: Settings) -> dict[str, Any]:
@@ -99,12 +121,18 @@ def build_embed_model(settings: Settings) -> OllamaEmbedding:
 
 
 class Embedder:
-    """Batch embedding through /api/embed with truncate: false, so nothing is cut silently."""
+    """Batch embedding through /api/embed with truncate: false, so nothing is cut silently.
+
+    A call that fails for a passing reason (a stall, a dropped connection, a busy server) is retried
+    RAG_EMBED_RETRIES times, waiting RAG_EMBED_RETRY_BACKOFF seconds and twice as long each next time:
+    an ingest outlasts an engine stall of up to backoff * (2**retries - 1) seconds (31 s by default).
+    """
 
     def __init__(self, settings: Settings, client: ollama.Client | None = None) -> None:
         self.settings = settings
         self.model = settings.embed_model
         self._client = client or make_client(settings)
+        self._reached = False  # whether Ollama has answered this embedder once
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Vectors for texts, in order. Raises InputTooLong when the model refuses an input."""
@@ -113,8 +141,10 @@ class Embedder:
         response = call(
             self.settings,
             self.model,
-            lambda: self._client.embed(
-                model=self.model, input=list(texts), truncate=False, keep_alive=self.settings.keep_alive
+            lambda: self._retrying(
+                lambda: self._client.embed(
+                    model=self.model, input=list(texts), truncate=False, keep_alive=self.settings.keep_alive
+                )
             ),
         )
         vectors = [list(map(float, v)) for v in response.embeddings]
@@ -125,10 +155,28 @@ class Embedder:
     def dimension(self) -> int:
         return len(self.embed(["dimension probe"])[0])
 
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        retries, backoff = self.settings.embed_retries, self.settings.embed_retry_backoff
+        for attempt in range(retries + 1):
+            try:
+                result = fn()
+            except (ollama.ResponseError, ConnectionError, httpx.TransportError) as exc:
+                if attempt == retries or not _transient(exc, self._reached):
+                    raise
+                delay = backoff * 2**attempt
+                log.warning("embedding at %s failed (%s); retry %s of %s in %.1fs",
+                            self.settings.ollama_url, _reason(exc), attempt + 1, retries, delay)
+                time.sleep(delay)
+            else:
+                self._reached = True
+                return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
 
 def available_models(settings: Settings) -> set[str]:
-    client = make_client(settings)
-    listed = call(settings, settings.chat_model, client.list)
+    """The models Ollama lists, asked with the short RAG_HEALTH_TIMEOUT: a stalled server is reported fast."""
+    client = make_client(settings, settings.health_timeout)
+    listed = call(settings, settings.chat_model, client.list, settings.health_timeout)
     names: set[str] = set()
     for m in listed.models:
         name = m.model or ""

@@ -37,7 +37,7 @@ def test_every_call_is_schema_constrained_at_temperature_0_with_a_fixed_seed(tmp
     assert sent["format"] == statements_schema(2)
     assert sent["options"]["temperature"] == 0.0
     assert sent["options"]["seed"] == 7
-    assert sent["options"]["num_ctx"] == 2048
+    assert sent["options"]["num_ctx"] == 4096
 
 
 def test_a_repaired_reply_is_scored(tmp_path):
