@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException
 
 from rag import llm as ollama_adapter
 from rag.config import Settings
-from rag.errors import RagError
+from rag.disconnect import CancellingStream, while_connected
+from rag.errors import BadRequest, HostNotAllowed, RagError
+from rag.hostcheck import HostCheck, parse_hosts, refusal, warn_if_exposed
 from rag.keyword import KeywordIndex
 from rag.lock import store_lock
-from rag.pipeline import DEBUG_FIELDS, RagPipeline, Source
+from rag.pipeline import BLANK, DEBUG_FIELDS, RagPipeline, Source, is_blank
 from rag.store import ChromaStore
 from rag.tokens import segmenter
 
@@ -34,8 +38,21 @@ MODE_HELP = "Retrieval: keywords and vectors fused (hybrid), or one alone. Defau
 DEBUG_HELP = "Give each source its vector, keyword and fused scores and ranks."
 
 
+def _not_blank(question: str) -> str:
+    if is_blank(question):
+        raise PydanticCustomError("blank", BLANK)
+    return question
+
+
+Question = Annotated[
+    str,
+    Field(min_length=1, max_length=4000, description="The question, in any language; not only spaces."),
+    AfterValidator(_not_blank),
+]
+
+
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000, description="The question, in any language.")
+    question: Question
     top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks to retrieve.")
     stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
     mode: Mode | None = Field(default=None, description=MODE_HELP)
@@ -43,7 +60,7 @@ class AskRequest(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
+    question: Question
     top_k: int | None = Field(default=None, ge=1, le=50)
     mode: Mode | None = Field(default=None, description=MODE_HELP)
     debug: bool = Field(default=False, description=DEBUG_HELP)
@@ -66,6 +83,11 @@ class SourceOut(BaseModel):
     fused_score: float | None = None
 
 
+class AnswerWarning(BaseModel):
+    code: Literal["sources_left_out", "prompt_truncated"]
+    message: str
+
+
 class AskResponse(BaseModel):
     answer: str
     sources: list[SourceOut]
@@ -73,6 +95,9 @@ class AskResponse(BaseModel):
     abstained: bool
     timings_ms: dict[str, float]
     mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
+    warnings: list[AnswerWarning] = Field(
+        default_factory=list, description="What the answer may suffer from: sources left out, a prompt cut."
+    )
 
 
 class RetrieveResponse(BaseModel):
@@ -100,6 +125,7 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "A Host header this server does not answer to"},
     409: {"model": ErrorResponse, "description": "Embedding model mismatch, or nothing indexed"},
     422: {"model": ErrorResponse, "description": "Bad input"},
     503: {"model": ErrorResponse, "description": "Ollama unreachable, or a model not pulled"},
@@ -110,8 +136,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The app; `settings.host` is where it listens (the Host check accepts that name too)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_if_exposed("rag serve", settings.host, allowed_hosts, "RAG_ALLOWED_HOSTS")
         async with AsyncExitStack() as stack:
             if not settings.chroma_host:
                 # The embedded store is single-process: serving holds it, so an ingest fails fast.
@@ -133,6 +162,11 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Questions answered from your documents, with numbered sources, by Ollama models.",
         version="0.1.0",
         lifespan=lifespan,
+    )
+    allowed_hosts = parse_hosts(settings.allowed_hosts)
+    app.add_middleware(
+        HostCheck, allowed_hosts=allowed_hosts, bind_host=settings.host,
+        reject=lambda host: error_response(HostNotAllowed(refusal(host, "RAG_ALLOWED_HOSTS"))),
     )
     _install_error_handlers(app)
     _add_routes(app)
@@ -156,35 +190,47 @@ def _sources(sources: list[Source], debug: bool = False) -> list[dict[str, Any]]
     return out
 
 
-def _ndjson(events: Iterator[dict[str, Any]], debug: bool) -> Iterator[bytes]:
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+
+async def _ndjson(
+    first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None], debug: bool
+) -> AsyncIterator[bytes]:
     try:
-        for event in events:
+        event: dict[str, Any] | None = first
+        while event is not None:
             if event["type"] == "sources":
                 event = {**event, "sources": _sources(event["sources"], debug)}
-            yield (json.dumps(event, ensure_ascii=False) + "\n").encode()
+            yield _line(event)
+            event = await anext(events, None)
     except RagError as exc:
         # Headers are gone already: the error travels as the stream's last record.
-        yield (json.dumps({"type": "error", "error": {"code": exc.code, "message": exc.message}}) + "\n").encode()
+        yield _line({"type": "error", "error": {"code": exc.code, "message": exc.message}})
+    finally:
+        await events.aclose()  # closes the request to Ollama when the stream ends early
 
 
 def _add_routes(app: FastAPI) -> None:
     @app.post("/ask", response_model=AskResponse, response_model_exclude_unset=True, responses=ERRORS)
-    def ask(body: AskRequest, pipeline: Pipeline) -> Any:
-        """Answer from the indexed documents, citing numbered sources. `stream: true` gives NDJSON."""
+    async def ask(body: AskRequest, request: Request, pipeline: Pipeline) -> Any:
+        """Answer from the indexed documents, citing numbered sources. `stream: true` gives NDJSON.
+
+        A client that disconnects cancels its retrieval and generation, down to the request to Ollama.
+        """
         if body.stream:
-            events = pipeline.ask_stream(body.question, body.top_k, mode=body.mode)
-            first = next(events)  # retrieval errors become proper status codes, before streaming starts
-            return StreamingResponse(
-                _ndjson(_chain(first, events), body.debug), media_type="application/x-ndjson"
-            )
-        answer = pipeline.ask(body.question, body.top_k, mode=body.mode)
+            events = pipeline.aask_stream(body.question, body.top_k, mode=body.mode)
+            first = await while_connected(request, anext(events))  # retrieval errors get their status code
+            return CancellingStream(_ndjson(first, events, body.debug), media_type="application/x-ndjson")
+        answer = await while_connected(request, pipeline.aask(body.question, body.top_k, mode=body.mode))
         return {**answer.to_dict(), "sources": _sources(answer.sources, body.debug)}
 
     @app.post("/retrieve", response_model=RetrieveResponse, response_model_exclude_unset=True, responses=ERRORS)
-    def retrieve(body: RetrieveRequest, pipeline: Pipeline) -> Any:
+    async def retrieve(body: RetrieveRequest, request: Request, pipeline: Pipeline) -> Any:
         """The chunks `/ask` would use, with their scores; no generation. `debug: true` shows both sides."""
         mode = pipeline.mode_for(body.mode)
-        return {"sources": _sources(pipeline.retrieve(body.question, body.top_k, mode), body.debug), "mode": mode}
+        found = await while_connected(request, pipeline.aretrieve(body.question, body.top_k, mode))
+        return {"sources": _sources(found, body.debug), "mode": mode}
 
     @app.get("/documents", response_model=DocumentsResponse, responses=ERRORS)
     def documents(pipeline: Pipeline) -> Any:
@@ -195,14 +241,9 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/health")
     def health(pipeline: Pipeline) -> JSONResponse:
-        """Ollama reachable, both models present, store readable; 503 when any is not."""
+        """Ollama reachable (asked with RAG_HEALTH_TIMEOUT), both models present, store readable; else 503."""
         report = health_report(pipeline)
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
-
-
-def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield first
-    yield from rest
 
 
 def health_report(pipeline: RagPipeline) -> dict[str, Any]:
@@ -235,11 +276,32 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+def error_response(exc: RagError) -> JSONResponse:
+    """Our errors as HTTP: the status and code each error class carries, in the documented shape."""
+    return _error(exc.status, exc.code, exc.message)
+
+
+def _http_error(exc: HTTPException) -> RagError:
+    """Starlette's own errors (no such route, wrong method, an unreadable body) as ours."""
+    if exc.status_code == 400:  # FastAPI could not parse the body: bad input, as a JSON syntax error is
+        cause = " (not UTF-8)" if isinstance(exc.__cause__, UnicodeDecodeError) else ""
+        return BadRequest(f"body: could not be read as JSON{cause}")
+    error = RagError(str(exc.detail))
+    error.status, error.code = exc.status_code, str(exc.detail).lower().replace(" ", "_")
+    return error
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return _error(exc.status, exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        response = error_response(_http_error(exc))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -247,7 +309,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        return _error(422, "bad_request", "; ".join(problems))
+        return error_response(BadRequest("; ".join(problems)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -136,12 +136,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
     from rag.api import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    # The app is told where it listens: its Host check accepts that name, and it warns beyond loopback.
+    settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
 @main.command()

@@ -49,3 +49,16 @@ class StoreUnavailable(RagError):
 
 class NotIndexed(RagError):
     code, status = "not_indexed", 409
+
+
+class HostNotAllowed(RagError):
+    """A request addressed to a host name this server does not answer to (DNS rebinding, or a missing
+    RAG_ALLOWED_HOSTS entry)."""
+
+    code, status = "host_not_allowed", 403
+
+
+class ClientDisconnected(RagError):
+    """The client left before its answer was ready; what it started was cancelled. Nobody reads the reply."""
+
+    code, status = "client_disconnected", 499  # nginx's "client closed request"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.llms import LLM, ChatMessage, MessageRole
+from llama_index.core.base.llms.types import ChatResponse
+from llama_index.core.llms import LLM
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.config import Settings
@@ -19,49 +22,28 @@ from rag.errors import BadRequest
 from rag.fusion import Candidate, candidates, fuse
 from rag.keyword import KeywordIndex
 from rag.llm import ollama_errors
+from rag.prompt import (
+    NO_ANSWER,
+    NOT_COVERED,
+    build_messages,
+    fit_sources,
+    language_of,
+    left_out_warning,
+    prompt_tokens,
+    truncation_warning,
+)
 from rag.store import ChromaStore
-from rag.tokens import CJK
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(rf"[{CJK}]")
-_WORD = re.compile(r"[A-Za-z]+")
-
-NOT_COVERED = {
-    "en": "The documents do not cover this.",
-    "zh": "文档中没有涉及这个问题。",
-}
-# Said instead of an empty answer: a small model sometimes starts by copying a source's "[n]" line, which
-# the stop sequences end at once. The sources are still returned; the user is told to read them.
-NO_ANSWER = {
-    "en": "The model gave no answer; read the sources below.",
-    "zh": "模型没有给出回答，请阅读下面的资料。",
-}
-
-SYSTEM_PROMPT = {
-    "en": (
-        "You answer questions using only the numbered sources you are given. "
-        "Cite the sources you use like [1] or [2]. "
-        f"If the sources do not contain the answer, reply exactly: {NOT_COVERED['en']} "
-        "Answer in English, in one to three sentences."
-    ),
-    "zh": (
-        "你只根据给出的编号资料回答问题。引用资料时写 [1]、[2]。"
-        f"如果资料中没有答案，就只回答：{NOT_COVERED['zh']}"
-        "用中文回答，一到三句话。"
-    ),
-}
-
-QUESTION_LABEL = {"en": ("Sources", "Question"), "zh": ("资料", "问题")}
-
 MODES = ("hybrid", "vector", "keyword")
+BLANK = "must contain more than spaces"
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})  # controls, zero-width marks, every kind of space
 
 
-def language_of(text: str) -> str:
-    """'zh' when the question is mostly Chinese, else 'en': the answer follows the question."""
-    cjk = len(_CJK.findall(text))
-    latin = sum(len(w) for w in _WORD.findall(text)) / 4  # a Latin word weighs about one CJK character
-    return "zh" if cjk and cjk >= latin else "en"
+def is_blank(text: str) -> bool:
+    """Nothing but whitespace and invisible marks: "   ", "\\t\\n", NBSP, U+3000, a zero-width space."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 @dataclass
@@ -94,13 +76,15 @@ class Answer:
     abstained: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str | None = None  # the retrieval mode in effect
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {"code", "message"}: sources left out...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class ChromaRetriever(BaseRetriever):
-    """LlamaIndex retriever over our Chroma adapter; the query is embedded by the embed_model passed in."""
+    """LlamaIndex retriever over our Chroma adapter; the query is embedded by the embed_model passed in,
+    unless the query bundle brings its embedding."""
 
     def __init__(self, store: ChromaStore, embed_model: BaseEmbedding, top_k: int) -> None:
         super().__init__()
@@ -109,7 +93,7 @@ class ChromaRetriever(BaseRetriever):
         self._top_k = top_k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        vector = self._embed_model.get_query_embedding(query_bundle.query_str)
+        vector = query_bundle.embedding or self._embed_model.get_query_embedding(query_bundle.query_str)
         return [
             NodeWithScore(node=TextNode(id_=h.record.id, text=h.record.text, metadata=h.record.metadata),
                           score=h.score)
@@ -144,17 +128,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def build_messages(question: str, sources: list[Source], lang: str) -> list[ChatMessage]:
-    label, q_label = QUESTION_LABEL[lang]
-    numbered = "\n\n".join(
-        f"[{s.n}] ({s.source}{f', p. {s.page}' if s.page else ''})\n{s.text}" for s in sources
-    )
-    return [
-        ChatMessage(role=MessageRole.SYSTEM, content=SYSTEM_PROMPT[lang]),
-        ChatMessage(role=MessageRole.USER, content=f"{label}:\n{numbered}\n\n{q_label}: {question}"),
-    ]
-
-
 class RagPipeline:
     """The same path for `/ask`, `rag ask` and `rag eval`: retrieve, then generate from the sources."""
 
@@ -180,22 +153,40 @@ class RagPipeline:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         return mode if mode == "vector" or self.keywords.available else "vector"
 
-    def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None) -> list[Source]:
-        """The top_k chunks for `question`, best first, not yet filtered for relevance."""
+    def retrieve(
+        self, question: str, top_k: int | None = None, mode: str | None = None, vector: list[float] | None = None
+    ) -> list[Source]:
+        """The top_k chunks for `question`, best first, not yet filtered for relevance.
+
+        `vector` is the question's embedding when the caller has it already (see `aretrieve`).
+        """
+        require_question(question)
         k = top_k or self.settings.top_k
         mode = self.mode_for(mode)
         self.store.check_model(self.settings.embed_model)
         depth = k if mode == "vector" else max(k, self.settings.retrieval_candidates)
-        nodes = self._vector(question, depth) if mode != "keyword" else []
+        nodes = self._vector(question, depth, vector) if mode != "keyword" else []
         hits = self.keywords.search(question, depth) if mode != "vector" else []
         found = self._rank(mode, [(n.node.node_id, float(n.score or 0.0)) for n in nodes],
                            [(h.chunk_id, h.score) for h in hits])
         return self._sources(found[:k], nodes, mode)
 
-    def _vector(self, question: str, depth: int) -> list[NodeWithScore]:
+    async def aretrieve(self, question: str, top_k: int | None = None, mode: str | None = None) -> list[Source]:
+        """`retrieve` for the event loop: the question is embedded by an awaited call that a cancelled
+        request stops; the store and keyword lookups, local and short, run in a worker thread."""
+        require_question(question)
+        mode = self.mode_for(mode)
+        vector = None
+        if mode != "keyword":
+            await anyio.to_thread.run_sync(self.store.check_model, self.settings.embed_model)
+            with ollama_errors(self.settings, self.settings.embed_model):
+                vector = await self.embed_model.aget_query_embedding(question)
+        return await anyio.to_thread.run_sync(self.retrieve, question, top_k, mode, vector)
+
+    def _vector(self, question: str, depth: int, vector: list[float] | None) -> list[NodeWithScore]:
         retriever = ChromaRetriever(self.store, self.embed_model, depth)
         with ollama_errors(self.settings, self.settings.embed_model):
-            return retriever.retrieve(question)
+            return retriever.retrieve(QueryBundle(question, embedding=vector))
 
     def _rank(self, mode: str, vector: list[tuple[str, float]], keyword: list[tuple[str, float]]) -> list[Candidate]:
         if mode != "hybrid":
@@ -232,48 +223,113 @@ class RagPipeline:
         return by_vector or (s.keyword_score or 0.0) > self.settings.keyword_min_score
 
     def ask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
-        events = list(self.ask_stream(question, top_k, mode=mode))
-        done = events[-1]
-        return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"],
-                      done["mode"])
+        return _answer(list(self.ask_stream(question, top_k, mode=mode)))
+
+    async def aask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
+        return _answer([event async for event in self.aask_stream(question, top_k, mode=mode)])
 
     def ask_stream(self, question: str, top_k: int | None = None, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Events: {"type": "sources"}, then {"type": "token"}..., then {"type": "done"} with timings.
 
         Retrieval runs before the first event, so its errors surface before anything is sent.
         """
-        t0 = time.perf_counter()
-        lang = language_of(question)
-        mode = self.mode_for(mode)
-        sources = self.relevant(self.retrieve(question, top_k, mode))
-        t1 = time.perf_counter()
-        yield {"type": "sources", "sources": sources}
-        parts: list[str] = []
-        if sources:
+        turn = _Turn(self, question, mode)
+        yield turn.sources(self.retrieve(question, top_k, turn.mode))
+        if turn.messages:
             with ollama_errors(self.settings, self.settings.chat_model):
-                for chunk in self.llm.stream_chat(build_messages(question, sources, lang)):
-                    if chunk.delta:
-                        parts.append(chunk.delta)
-                        yield {"type": "token", "text": chunk.delta}
-        else:
-            # Nothing relevant was retrieved: say so rather than let the model guess.
-            parts.append(NOT_COVERED[lang])
-            yield {"type": "token", "text": NOT_COVERED[lang]}
-        if not "".join(parts).strip():
-            parts = [NO_ANSWER[lang]]
-            yield {"type": "token", "text": NO_ANSWER[lang]}
-        t2 = time.perf_counter()
-        answer = "".join(parts).strip()
-        yield {
+                for chunk in self.llm.stream_chat(turn.messages):
+                    yield from turn.feed(chunk)
+        yield from turn.finish()
+
+    async def aask_stream(
+        self, question: str, top_k: int | None = None, mode: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """`ask_stream` for the event loop. Cancelling it (or closing it) closes the request to Ollama,
+        which stops generating."""
+        turn = _Turn(self, question, mode)
+        yield turn.sources(await self.aretrieve(question, top_k, turn.mode))
+        if turn.messages:
+            with ollama_errors(self.settings, self.settings.chat_model):
+                # aclosing: LlamaIndex's wrappers do not close the stream under them when left early.
+                async with aclosing(await self.llm.astream_chat(turn.messages)) as stream:
+                    async for chunk in stream:
+                        for event in turn.feed(chunk):
+                            yield event
+        for event in turn.finish():
+            yield event
+
+
+def require_question(question: str) -> None:
+    if is_blank(question):
+        raise BadRequest(f"question: {BLANK}")
+
+
+def _answer(events: list[dict[str, Any]]) -> Answer:
+    done = events[-1]
+    return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"],
+                  done["mode"], done["warnings"])
+
+
+class _Turn:
+    """One answer under way, shared by the sync and async paths: the prompt, the tokens, the timings."""
+
+    def __init__(self, pipeline: RagPipeline, question: str, mode: str | None) -> None:
+        require_question(question)
+        self.settings, self.question = pipeline.settings, question
+        self.pipeline, self.lang, self.mode = pipeline, language_of(question), pipeline.mode_for(mode)
+        self.started = time.perf_counter()
+        self.retrieved = self.started
+        self.given: list[Source] = []
+        self.parts: list[str] = []
+        self.evaluated: int | None = None  # prompt_eval_count, from Ollama's last chunk
+        self.warnings: list[dict[str, str]] = []
+
+    def sources(self, found: list[Source]) -> dict[str, Any]:
+        """The sources event: the relevant sources that fit the prompt, numbered as the model sees them."""
+        relevant = self.pipeline.relevant(found)
+        self.given = fit_sources(self.question, relevant, self.lang, self.settings)
+        if len(self.given) < len(relevant):
+            self.warnings.append(left_out_warning(len(self.given), len(relevant), self.settings))
+            log.warning("%s", self.warnings[-1]["message"])
+        self.retrieved = time.perf_counter()
+        return {"type": "sources", "sources": self.given}
+
+    @property
+    def messages(self) -> list[Any]:
+        """The chat messages; none when nothing relevant was found (the model is not asked to guess)."""
+        return build_messages(self.question, self.given, self.lang) if self.given else []
+
+    def feed(self, chunk: ChatResponse) -> Iterator[dict[str, Any]]:
+        self.evaluated = prompt_tokens(chunk.raw) or self.evaluated
+        if chunk.delta:
+            self.parts.append(chunk.delta)
+            yield {"type": "token", "text": chunk.delta}
+
+    def finish(self) -> Iterator[dict[str, Any]]:
+        if not self.given:
+            self.parts.append(NOT_COVERED[self.lang])
+            yield {"type": "token", "text": NOT_COVERED[self.lang]}
+        if not "".join(self.parts).strip():
+            self.parts = [NO_ANSWER[self.lang]]
+            yield {"type": "token", "text": NO_ANSWER[self.lang]}
+        if cut := truncation_warning(self.evaluated, self.settings):
+            self.warnings.append(cut)
+            log.warning("%s", cut["message"])
+        yield self._done(time.perf_counter())
+
+    def _done(self, now: float) -> dict[str, Any]:
+        answer = "".join(self.parts).strip()
+        return {
             "type": "done",
             "answer": answer,
             "model": self.settings.chat_model,
             "abstained": is_abstention(answer),
-            "mode": mode,
+            "mode": self.mode,
+            "warnings": self.warnings,
             "timings_ms": {
-                "retrieve": round((t1 - t0) * 1000, 1),
-                "generate": round((t2 - t1) * 1000, 1),
-                "total": round((t2 - t0) * 1000, 1),
+                "retrieve": round((self.retrieved - self.started) * 1000, 1),
+                "generate": round((now - self.retrieved) * 1000, 1),
+                "total": round((now - self.started) * 1000, 1),
             },
         }
 

@@ -20,6 +20,7 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
         "storage_dir": tmp_path / "storage",
         "request_timeout": 120.0,
         "min_score": 0.0,
+        "allowed_hosts": "testserver",  # the Host TestClient sends; the Host check's own tests set their own
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -99,3 +99,27 @@ def running_engine(backend: str = "deterministic", timeout: float = 120.0, **env
     """
     with engine_process(backend, timeout, **env) as (url, _):
         yield url
+
+
+@contextmanager
+def serve_process(storage: Path, ollama_url: str, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
+    """`rag serve` as a user runs it, on a free port; yields (base URL, the file its stderr goes to)."""
+    port = free_port()
+    environment = {**os.environ, "OLLAMA_HOST": ollama_url, "RAG_STORAGE_DIR": str(storage), **env}
+    log = storage.parent / f"serve-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rag", "serve", "--port", str(port), *args],
+            env=environment, cwd=storage.parent, stdout=subprocess.DEVNULL, stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health", proc, "rag serve")
+        yield base, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

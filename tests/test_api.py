@@ -165,3 +165,127 @@ def test_openapi_docs_are_served(tmp_path, fast_engine):
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
     assert {"/ask", "/retrieve", "/documents", "/health"} <= set(paths)
+
+
+# -- questions of nothing but spaces, and every error in the one shape ----------------------------------
+
+BLANKS = ["   ", "\t\n", "\u00a0", "\u3000\u3000", " \u200b "]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"), [("/ask", {}), ("/ask", {"stream": True}), ("/retrieve", {})], ids=["ask", "stream", "retrieve"]
+)
+def test_a_question_of_only_spaces_is_422_naming_the_field(tmp_path, indexed, fast_engine, path, extra):
+    with client_for(tmp_path, fast_engine) as client:
+        responses = [client.post(path, json={"question": blank, **extra}) for blank in BLANKS]
+    for blank, r in zip(BLANKS, responses, strict=True):
+        assert r.status_code == 422, (blank, r.text)
+        assert r.json() == {"error": {"code": "bad_request", "message": "question: must contain more than spaces"}}
+
+
+def assert_error_shape(r, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "code"),
+    [
+        ("POST", "/ask", b'{"question": "caf\xe9?"}', 422, "bad_request"),  # Latin-1, not UTF-8
+        ("POST", "/ask", b"\xff\xfe\x00\x01", 422, "bad_request"),
+        ("POST", "/ask", b'{"question": ', 422, "bad_request"),
+        ("POST", "/retrieve", b"[1, 2]", 422, "bad_request"),
+        ("GET", "/ask", b"", 405, "method_not_allowed"),
+        ("GET", "/no-such-page", b"", 404, "not_found"),
+    ],
+    ids=["latin-1-body", "binary-body", "malformed-json", "not-an-object", "wrong-method", "no-such-route"],
+)
+def test_every_error_has_the_documented_shape(tmp_path, fast_engine, method, path, content, status, code):
+    with client_for(tmp_path, fast_engine) as client:
+        r = client.request(method, path, content=content, headers={"content-type": "application/json"})
+    assert_error_shape(r, status, code)
+    assert "Traceback" not in r.text
+    if content.startswith(b'{"question": "caf'):
+        assert "UTF-8" in r.json()["error"]["message"]
+
+
+# -- the Host check --------------------------------------------------------------------------------------
+
+
+def get_with_host(tmp_path, url, header: str, **overrides):
+    with client_for(tmp_path, url, **overrides) as client:
+        return client.get("/documents", headers={"host": header})
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:8080", "LOCALHOST", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080", "app.localhost", "10.1.2.3"]
+)
+def test_loopback_names_and_the_bound_address_are_answered(tmp_path, fast_engine, host):
+    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="10.1.2.3")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "0.0.0.0:8080"])
+def test_any_other_host_is_403_in_the_error_shape(tmp_path, fast_engine, host):
+    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="0.0.0.0")
+    assert_error_shape(r, 403, "host_not_allowed")
+    assert "RAG_ALLOWED_HOSTS" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "host", "status"),
+    [
+        ("rag.internal, *.lan", "rag.internal:8080", 200),
+        ("rag.internal, *.lan", "box.office.lan", 200),
+        ("rag.internal, *.lan", "lan", 403),
+        ("rag.internal, *.lan", "evil.example", 403),
+        ("*", "evil.example", 200),
+    ],
+)
+def test_rag_allowed_hosts_adds_names(tmp_path, fast_engine, allowed, host, status):
+    assert get_with_host(tmp_path, fast_engine, host, allowed_hosts=allowed).status_code == status
+
+
+# -- a prompt that does not fit the model's context ------------------------------------------------------
+
+
+def warning_codes(body: dict) -> list[str]:
+    return [w["code"] for w in body["warnings"]]
+
+
+def test_sources_that_would_not_fit_are_left_out_not_cut(tmp_path, fast_engine):
+    write(tmp_path / "docs" / "cooling.md", ENGLISH * 12)
+    settings = {"num_ctx": 256, "num_predict": 32, "chunk_size": 48, "chunk_overlap": 0}
+    ingest_folder(tmp_path / "docs", make_settings(tmp_path, fast_engine, **settings))
+    with client_for(tmp_path, fast_engine, top_k=8, **settings) as client:
+        r = client.post("/ask", json={"question": "When are the pumps inspected?"})
+    body = r.json()
+    assert r.status_code == 200, r.text
+    assert 1 <= len(body["sources"]) < 8
+    assert warning_codes(body) == ["sources_left_out"]  # and no prompt_truncated: what was sent fit
+    assert "RAG_NUM_CTX" in body["warnings"][0]["message"]
+
+
+def test_a_prompt_cut_to_num_ctx_is_said_in_the_answer_and_the_log(tmp_path, indexed, fast_engine, caplog):
+    question = "When are the pumps inspected? " + "Please answer carefully and precisely. " * 60
+    with client_for(tmp_path, fast_engine, num_ctx=256, num_predict=32) as client:
+        r = client.post("/ask", json={"question": question})
+        with client.stream("POST", "/ask", json={"question": question, "stream": True}) as s:
+            done = [json.loads(line) for line in s.iter_lines() if line][-1]
+    body = r.json()
+    assert r.status_code == 200, r.text
+    assert "prompt_truncated" in warning_codes(body)
+    assert "prompt_truncated" in warning_codes(done)
+    assert "the prompt filled the model's context" in caplog.text
+
+
+def test_default_settings_give_answers_without_warnings(tmp_path, indexed, fast_engine):
+    with client_for(tmp_path, fast_engine) as client:
+        for question in ("When are the pumps inspected?", "备份文件保存多久？"):
+            r = client.post("/ask", json={"question": question})
+            assert r.status_code == 200, r.text
+            assert r.json()["warnings"] == [], question

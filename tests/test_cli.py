@@ -115,3 +115,12 @@ def test_ask_prints_answer_and_numbered_sources(tmp_path, fast_engine):
     assert result.returncode == 0, result.stderr
     assert "Sources:" in result.stdout
     assert "[1] manual.pdf, page" in result.stdout
+
+
+def test_ask_with_only_spaces_is_a_one_line_error(tmp_path, fast_engine):
+    write(tmp_path / "docs" / "good.md", ENGLISH)
+    assert rag(tmp_path, fast_engine, "ingest", str(tmp_path / "docs")).returncode == 0
+    for blank in ("   ", "\u3000"):
+        result = rag(tmp_path, fast_engine, "ask", blank)
+        assert result.returncode == 2
+        assert result.stderr == "error: question: must contain more than spaces\n"
