@@ -60,14 +60,15 @@ def messy(tmp_path: Path) -> Path:
 def test_ingest_reports_each_bad_file_and_exits_1(tmp_path, messy, fast_engine):
     result = rag(tmp_path, fast_engine, "ingest", str(messy))
     assert result.returncode == 1, result.stderr
-    for name in ("corrupt.pdf", "binary.txt", "legacy.txt", "empty.md"):
+    for name in ("corrupt.pdf", "binary.txt", "empty.md"):
         assert name in result.stderr, name
-    assert "3 added" in result.stdout
-    assert "4 failed" in result.stdout
+    assert "failed: legacy.txt" not in result.stderr  # GB18030: detected and read
+    assert "4 added" in result.stdout
+    assert "3 failed" in result.stdout
     assert "2 skipped" in result.stdout
     assert "Traceback" not in result.stderr
     status = rag(tmp_path, fast_engine, "status")
-    assert "3 files" in status.stdout
+    assert "4 files" in status.stdout
 
 
 def test_ingest_clean_folder_exits_0_and_second_run_does_nothing(tmp_path, fast_engine):

@@ -3,6 +3,7 @@ in several encodings, HTML, Markdown, and folder walks with hidden and unsupport
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from pathlib import Path
@@ -181,12 +182,40 @@ def test_control_characters_without_nul_are_binary(tmp_path: Path) -> None:
     assert "binary data, not text" in load_error(tmp_path / "blob.md", tmp_path)
 
 
-def test_gb18030_text_names_file_and_byte_offset(tmp_path: Path) -> None:
+SIMPLIFIED = "数据中心的备份每天凌晨两点开始。备份文件保存三十天！过期的文件会被自动删除；管理员每周检查一次日志。"
+TRADITIONAL = "資料中心的備份每天凌晨兩點開始。備份檔案保存三十天！過期的檔案會被自動刪除；管理員每週檢查一次日誌。"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("gb18030", SIMPLIFIED + "\nThe backup starts at 02:00 (UTC+8)."),
+        ("gbk", SIMPLIFIED),
+        ("gb2312", "旧系统的说明文件。"),  # short: a guess over every codec would call it Korean
+        ("big5", TRADITIONAL),
+        ("utf-16-le", SIMPLIFIED + "\nand a line of English"),  # no byte-order mark
+        ("utf-16-be", SIMPLIFIED),
+    ],
+)
+def test_chinese_text_in_legacy_and_wide_encodings_is_read(tmp_path: Path, encoding: str, text: str) -> None:
+    (tmp_path / "zh.txt").write_bytes(text.encode(encoding))
+    assert load(tmp_path / "zh.txt", tmp_path, LIMITS).pages == [Page(None, text)]
+
+
+def test_html_without_a_charset_in_big5_is_read(tmp_path: Path) -> None:
+    (tmp_path / "tw.html").write_bytes(f"<html><body><p>{TRADITIONAL}</p></body></html>".encode("big5"))
+    assert load(tmp_path / "tw.html", tmp_path, LIMITS).pages == [Page(None, TRADITIONAL)]
+
+
+def test_text_in_an_encoding_we_do_not_detect_names_file_and_byte_offset(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "gbk.txt").write_bytes("Hello 中文文档".encode("gb18030"))
-    message = load_error(tmp_path / "notes" / "gbk.txt", tmp_path)
-    assert message.startswith("notes/gbk.txt: not valid UTF-8 text (byte 0xd6 at byte offset 6)")
-    assert "iconv -f GB18030 -t UTF-8" in message
+    (tmp_path / "notes" / "latin.txt").write_bytes("Café crème, naïve façade.".encode("cp1252"))
+    message = load_error(tmp_path / "notes" / "latin.txt", tmp_path)
+    assert message.startswith(
+        "notes/latin.txt: not valid UTF-8 text (byte 0xe9 at byte offset 3), nor UTF-16, GB18030 (GBK, GB2312) "
+        "or Big5; convert it to UTF-8 first"
+    )
+    assert "iconv -f WINDOWS-1252 -t UTF-8" in message
 
 
 @pytest.mark.parametrize("data", [b"", b"  \n\t\r\n  "], ids=["empty", "whitespace"])
@@ -303,25 +332,100 @@ def test_walk_finds_supported_files_in_sorted_order(tmp_path: Path) -> None:
     assert found.unreadable == []
 
 
-def test_walk_survives_symlink_loops_and_skips_duplicates(tmp_path: Path) -> None:
+def rel(found: list[Path], root: Path) -> list[str]:
+    return [path.relative_to(root).as_posix() for path in found]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_walk_survives_symlink_loops_and_skips_duplicates(tmp_path: Path, follow: bool) -> None:
     (tmp_path / "docs" / "sub").mkdir(parents=True)
     (tmp_path / "docs" / "sub" / "a.md").write_text("a", encoding="utf-8")
     (tmp_path / "docs" / "sub" / "loop").symlink_to(tmp_path / "docs", target_is_directory=True)
     (tmp_path / "mirror").symlink_to(tmp_path / "docs", target_is_directory=True)
     (tmp_path / "dangling.md").symlink_to(tmp_path / "nowhere.md")
-    found = walk(tmp_path)
-    assert [path.relative_to(tmp_path).as_posix() for path in found.files] == ["docs/sub/a.md"]
-    assert found.unsupported == ["dangling.md"]
+    (tmp_path / "self.md").symlink_to("self.md")
+    found = walk(tmp_path, follow_symlinks=follow)
+    assert rel(found.files, tmp_path) == ["docs/sub/a.md"]
+    assert found.links == ["docs/sub/loop", "mirror"]  # inside, and already included
+    assert [name for name, _ in found.problems] == ["dangling.md", "self.md"]
+    assert "a broken symbolic link" in found.problems[0][1]
+    assert "a symbolic link loop" in found.problems[1][1]
 
 
-def test_walk_follows_a_symlinked_folder_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("follow", [False, True])
+def test_walk_never_follows_a_link_out_of_the_folder(tmp_path: Path, follow: bool) -> None:
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "x.txt").write_text("x", encoding="utf-8")
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    found = walk(tmp_path / "root")
-    assert found.files == [tmp_path / "root" / "linked" / "x.txt"]
-    assert load(found.files[0], tmp_path / "root", LIMITS).source == "linked/x.txt"
+    (tmp_path / "root" / "passwd.txt").symlink_to(tmp_path / "elsewhere" / "x.txt")
+    (tmp_path / "root" / "up").symlink_to("..", target_is_directory=True)
+    found = walk(tmp_path / "root", follow_symlinks=follow)
+    assert found.files == []
+    assert [name for name, _ in found.problems] == ["linked", "passwd.txt", "up"]
+    assert all("outside the folder; not followed" in message for _, message in found.problems)
+    assert f"a symbolic link to {tmp_path / 'elsewhere' / 'x.txt'}" in found.problems[1][1]
+
+
+def test_walk_follows_links_inside_the_folder_only_when_asked(tmp_path: Path) -> None:
+    (tmp_path / ".drafts").mkdir()
+    (tmp_path / ".drafts" / "plan.md").write_text("plan", encoding="utf-8")
+    (tmp_path / "plan.md").symlink_to(Path(".drafts") / "plan.md")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a", encoding="utf-8")
+    (tmp_path / "alias").symlink_to("docs", target_is_directory=True)
+    (tmp_path / "again.md").symlink_to(Path("docs") / "a.md")
+    found = walk(tmp_path)
+    assert (rel(found.files, tmp_path), found.links, found.problems) == (
+        ["docs/a.md"], ["again.md", "alias", "plan.md"], [])
+    followed = walk(tmp_path, follow_symlinks=True)
+    assert (rel(followed.files, tmp_path), followed.links) == (["docs/a.md", "plan.md"], ["again.md", "alias"])
+    assert load(tmp_path / "plan.md", tmp_path, LIMITS).source == "plan.md"
+
+
+def test_walk_reports_names_that_are_not_utf8_and_goes_on(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path)
+    Path(os.fsdecode(raw + b"/caf\xe9.txt")).write_bytes(b"text")
+    os.mkdir(raw + b"/d\xff")
+    Path(os.fsdecode(raw + b"/d\xff/a.md")).write_bytes(b"text")
+    Path(os.fsdecode(raw + b"/pic\xe9.png")).write_bytes(b"png")
+    (tmp_path / "fine.md").write_text("fine", encoding="utf-8")
+    found = walk(tmp_path)
+    assert rel(found.files, tmp_path) == ["fine.md"]
+    assert [name for name, _ in found.problems] == ["caf\\xe9.txt", "d\\xff"]
+    assert "not valid UTF-8; rename it" in found.problems[0][1]
+    assert found.unsupported == ["pic\\xe9.png"]
+
+
+def test_walk_reports_a_folder_it_cannot_list_and_goes_on(tmp_path: Path) -> None:
+    # Nested 250-character names: past about 16 levels the path is longer than the system allows (4,096 bytes).
+    (tmp_path / "a.md").write_text("a", encoding="utf-8")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("n" * 250, dir_fd=fd)
+        inner = os.open("n" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    found = walk(tmp_path)
+    assert rel(found.files, tmp_path) == ["a.md"]
+    assert len(found.problems) == len(found.unreadable) == 1
+    assert "cannot list this folder (File name too long)" in found.problems[0][1]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_walk_reports_a_folder_without_permission(tmp_path: Path) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "x.md").write_text("x", encoding="utf-8")
+    (tmp_path / "open.md").write_text("open", encoding="utf-8")
+    (tmp_path / "locked").chmod(0)
+    try:
+        found = walk(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert rel(found.files, tmp_path) == ["open.md"]
+    assert found.unreadable == ["locked/"]
+    assert "check its permissions" in found.problems[0][1]
 
 
 def test_walk_of_a_single_file_and_of_nothing(tmp_path: Path) -> None:
