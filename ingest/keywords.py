@@ -81,6 +81,9 @@ class TokenStore:
             self._db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in delete])
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
+    def ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT id FROM chunks")}
+
     def rows(self) -> Iterator[tuple[str, str]]:
         """(id, tokens) of every chunk, in id order: the same store always builds the same index."""
         yield from self._db.execute("SELECT id, tokens FROM chunks ORDER BY id")
@@ -116,12 +119,19 @@ class KeywordWriter:
     def drop(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    @classmethod
+    def existing(cls, settings: Settings) -> KeywordWriter | None:
+        """The writer of a keyword index that has its tokens; None where there is none to keep in step."""
+        if not (settings.keyword_path / TOKENS_FILE).exists():
+            return None
+        return cls(settings)
+
     @staticmethod
     def remove(settings: Settings) -> None:
         shutil.rmtree(settings.keyword_path, ignore_errors=True)
 
-    def commit(self, chunks: Sequence[Chunk], donors: Sequence[str], stale: Sequence[str]) -> None:
-        """Store the tokens of a file's chunks and forget the chunks they replace.
+    def put(self, chunks: Sequence[Chunk], donors: Sequence[str]) -> None:
+        """Store the tokens of a file's chunks; the chunks they replace are deleted later, by `delete`.
 
         A chunk already stored (same id, so same text) is left alone; one with the text of a chunk it
         replaces (a rename, a moved paragraph) takes that chunk's tokens.
@@ -133,7 +143,7 @@ class KeywordWriter:
             if c.id not in have:
                 tokens = reuse.get(c.content_hash)
                 rows.append((c.id, c.content_hash, tokens if tokens is not None else self._tokens(c.text)))
-        self.store.change(rows, stale)
+        self.store.change(rows, [])
 
     def _tokens(self, text: str) -> str:
         return " ".join(self.tokenizer.tokens(text))
@@ -153,11 +163,11 @@ class KeywordWriter:
             ]
             self.store.change(rows, [])
 
-    def refresh(self) -> bool:
+    def refresh(self, force: bool = False) -> bool:
         """Rebuild and save the BM25 index when the tokens changed since it was saved (or it is unreadable)."""
         generation = self.store.generation
         try:  # loading is cheap (about 20 ms for 100k chunks): a damaged index is caught here and rebuilt
-            if keyword.load(self.directory).generation == generation:
+            if not force and keyword.load(self.directory).generation == generation:
                 return False
         except keyword.KeywordIndexUnavailable:
             pass

@@ -10,7 +10,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.config import Settings
+
 MANIFEST_VERSION = 1
+
+
+def manifest_path(settings: Settings) -> Path:
+    return settings.storage_dir / f"manifest-{settings.collection}.json"
 
 
 @dataclass
@@ -21,6 +27,7 @@ class FileEntry:
     sha256: str
     chunk_ids: list[str]
     pages: int | None = None
+    outdated: bool = False  # its chunks need redoing (another chunker, or `rag check --repair` lost some)
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Manifest:
             "chunker": self.chunker,
             "embed_model": self.embed_model,
             "embed_dim": self.embed_dim,
-            "files": {k: asdict(v) for k, v in sorted(self.files.items())},
+            "files": {k: _entry_dict(v) for k, v in sorted(self.files.items())},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
@@ -59,11 +66,22 @@ class Manifest:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
+    def owned(self) -> set[str]:
+        """Every chunk id some file owns."""
+        return {i for entry in self.files.values() for i in entry.chunk_ids}
+
     def by_hash(self) -> dict[str, list[FileEntry]]:
         out: dict[str, list[FileEntry]] = {}
         for entry in self.files.values():
             out.setdefault(entry.sha256, []).append(entry)
         return out
+
+
+def _entry_dict(entry: FileEntry) -> dict[str, Any]:
+    data = asdict(entry)
+    if not entry.outdated:  # the usual case stays out of the file
+        del data["outdated"]
+    return data
 
 
 def sha256_file(path: Path) -> str:

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.journal import Journal, journal_path
 from ingest.keywords import KeywordWriter
-from ingest.manifest import Manifest
-from ingest.sync import Plan, Summary, Syncer, check_root, manifest_path, plan_sync
+from ingest.manifest import Manifest, manifest_path
+from ingest.reconcile import reconcile
+from ingest.sync import Plan, Summary, Syncer, check_root, plan_sync
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
 from rag.llm import Embedder
@@ -32,28 +34,35 @@ def ingest_folder(
     dry_run: bool = False,
     rebuild: bool = False,
     reindex_keywords: bool = False,
+    follow_symlinks: bool = False,
     progress_factory: Callable[[int], Callable[[int], None]] = lambda total: lambda n: None,
 ) -> IngestResult:
     """Sync `root` into the store and the keyword index. Only one writer at a time; a second one fails at once.
 
     `reindex_keywords` tokenises the stored chunks again (a damaged keyword index); `rebuild` drops both.
+    `follow_symlinks` includes what links inside `root` point to; a link out of it is never followed.
+    What an interrupted run left is reused where it fits and swept at the end (see ingest.reconcile).
     """
     check_root(root)
     with store_lock(settings, "rag ingest"):
         store = ChromaStore.open(settings)
         if rebuild and not dry_run:
             log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
-            store.drop()
+            Journal(journal_path(settings)).mark_everything()  # a kill from here on: the next run sweeps all
             manifest_path(settings).unlink(missing_ok=True)
+            store.drop()
             reindex_keywords = True
         embedder = Embedder(settings)
         syncer = Syncer(settings, store, embedder)
         _check_model_name(settings, syncer)
-        plan = plan_sync(root, settings, syncer.manifest)
+        plan = plan_sync(root, settings, syncer.manifest, follow_symlinks)
         if not (plan.work or plan.unchanged):
+            if not dry_run:
+                reconcile(settings, store)
             raise BadRequest(
                 f"{root} has no supported files (.pdf .md .txt .html .htm); nothing to ingest"
                 + (" and nothing deleted" if syncer.manifest.files else "")
+                + "".join(f"; skipped {reason}" for _, reason in plan.unreadable[:3])
             )
         if dry_run:
             return IngestResult(plan, None)

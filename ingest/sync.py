@@ -1,4 +1,10 @@
-"""Incremental sync of a folder into the store: plan from the manifest, then embed only what changed."""
+"""Incremental sync of a folder into the store: plan from the manifest, then embed only what changed.
+
+Crash safety rests on two rules, kept at every instant: every chunk the manifest owns is in Chroma and in
+the keyword index (written before the manifest names it, deleted after the manifest forgets it), and every
+other chunk either index holds is in the journal (recorded before it is written or forgotten). A run ends,
+and the next one starts, by sweeping journaled chunks that nobody owns.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunk, chunk_document, split_chunk
+from ingest.journal import Journal, journal_path
 from ingest.keywords import KeywordWriter
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
-from ingest.manifest import FileEntry, Manifest, sha256_file
+from ingest.manifest import FileEntry, Manifest, manifest_path, sha256_file
+from ingest.reconcile import sweep
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
 from rag.llm import Embedder, InputTooLong
@@ -22,10 +30,6 @@ log = logging.getLogger(__name__)
 
 CHUNKER_VERSION = 1
 MAX_SPLIT_DEPTH = 6
-
-
-def manifest_path(settings: Settings) -> Path:
-    return settings.storage_dir / f"manifest-{settings.collection}.json"
 
 
 def chunker_settings(settings: Settings) -> dict[str, Any]:
@@ -61,7 +65,7 @@ class Plan:
         out = [f"add     {f.source}" for f in self.added if f.source not in self.renamed]
         out += [f"rename  {self.renamed[f.source]} -> {f.source}" for f in self.added if f.source in self.renamed]
         out += [f"update  {f.source}" for f in self.changed]
-        out += [f"delete  {s}" for s in self.deleted]
+        out += [f"delete  {s}" for s in self.deleted if s not in self.renamed.values()]
         return out
 
 
@@ -78,6 +82,7 @@ class Summary:
     chunks_reused: int = 0
     embed_calls: int = 0
     chunks_tokenized: int = 0  # texts the keyword index tokenised; reused and unchanged chunks cost none
+    orphans_removed: int = 0  # chunks an interrupted run left that no file owns any more
     seconds: float = 0.0
 
     @property
@@ -98,11 +103,14 @@ class _Job:
     kind: str  # "added" | "updated" | "renamed"
 
 
-def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
-    """Compare the folder with the manifest. Unchanged files cost a stat() and nothing more."""
-    found = walk(root)
-    plan = Plan(skipped=[*found.hidden, *found.unsupported])
-    plan.unreadable = [(d, f"{d}: cannot list this folder; check its permissions") for d in found.unreadable]
+def plan_sync(root: Path, settings: Settings, manifest: Manifest, follow_symlinks: bool = False) -> Plan:
+    """Compare the folder with the manifest. Unchanged files cost a stat() and nothing more.
+
+    What sits in a folder that cannot be listed is kept as it was: it is not there to compare.
+    """
+    found = walk(root, follow_symlinks)
+    plan = Plan(skipped=[*found.hidden, *found.unsupported, *found.links])
+    plan.unreadable = list(found.problems)
     same_chunker = manifest.chunker == chunker_settings(settings)
     seen: set[str] = set()
     for path in found.files:
@@ -112,7 +120,8 @@ def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
             st = path.stat()
             state = FileState(source, path, st.st_size, st.st_mtime_ns)
             entry = manifest.files.get(source)
-            if entry and same_chunker and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
+            current = entry is not None and same_chunker and not entry.outdated
+            if entry and current and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
                 state.sha256 = entry.sha256
                 plan.unchanged.append(state)
                 continue
@@ -120,13 +129,14 @@ def plan_sync(root: Path, settings: Settings, manifest: Manifest) -> Plan:
         except OSError as exc:  # vanished or unreadable since the walk: report it, keep what is stored
             plan.unreadable.append((source, f"{source}: {exc.strerror or exc} (since the folder was listed)"))
             continue
-        if entry and same_chunker and entry.sha256 == state.sha256:
+        if entry and current and entry.sha256 == state.sha256:
             plan.unchanged.append(state)  # touched, not changed: only its mtime is refreshed
         elif entry:
             plan.changed.append(state)
         else:
             plan.added.append(state)
-    plan.deleted = sorted(s for s in manifest.files if s not in seen)
+    hidden_by = tuple(found.unreadable)  # "folder/" prefixes
+    plan.deleted = sorted(s for s in manifest.files if s not in seen and not s.startswith(hidden_by))
     _pair_renames(plan, manifest)
     return plan
 
@@ -161,13 +171,18 @@ class Syncer:
         )
         self.path = manifest_path(settings)
         self.manifest = Manifest.load(self.path)
+        self.journal = Journal(journal_path(settings))
+        if unowned := self.journal.ids - self.manifest.owned():
+            sources = sorted({self.journal.source_of[i] for i in unowned})
+            log.info("an interrupted ingest left %d chunks no file owns (of %s); they are reused where they fit "
+                     "and removed at the end", len(unowned), ", ".join(sources[:5]) + (", ..." * (len(sources) > 5)))
         self.summary = Summary()
         self.dim: int | None = None
 
     def check_model(self, dim: int) -> None:
-        """Refuse to mix vectors of two embedding models in one index."""
+        """Refuse to mix vectors of two embedding models in one index. An unknown dimension is no mismatch."""
         m = self.manifest
-        if m.embed_model and (m.embed_model, m.embed_dim) != (self.embedder.model, dim):
+        if m.embed_model and (m.embed_model != self.embedder.model or m.embed_dim not in (None, dim)):
             raise EmbeddingModelMismatch(
                 f"the index was built with embedding model '{m.embed_model}' ({m.embed_dim} dimensions) "
                 f"but '{self.embedder.model}' ({dim} dimensions) is configured; set "
@@ -182,6 +197,7 @@ class Syncer:
         s = self.summary
         s.unchanged, s.skipped = len(plan.unchanged), len(plan.skipped)
         s.failures += plan.unreadable
+        self._adopt_chunker()
         self._refresh_unchanged(plan.unchanged)
         group: list[_Job] = []
         for state in plan.work:
@@ -195,13 +211,25 @@ class Syncer:
                 group = []
         self._finish(group)
         self._delete([d for d in plan.deleted if d not in plan.renamed.values()])
-        self.manifest.chunker = chunker_settings(self.settings)
         self._save()
+        self.sweep()
         if self.keywords:
-            self.keywords.refresh()  # one BM25 rebuild per run, from stored tokens
             s.chunks_tokenized = self.keywords.tokenizer.calls
         s.seconds = time.monotonic() - started
         return s
+
+    def sweep(self) -> None:
+        """Remove journaled chunks no file owns from both indexes, rebuild BM25 once, clear the journal."""
+        self.summary.orphans_removed += sweep(self.store, self.keywords, self.journal, self.manifest)
+
+    def _adopt_chunker(self) -> None:
+        """Record the chunker before the first file is committed, so a file finished before a kill counts
+        as done next time; files chunked another way are marked outdated until they are redone."""
+        current = chunker_settings(self.settings)
+        if self.manifest.chunker != current:
+            for entry in self.manifest.files.values():
+                entry.outdated = True
+            self.manifest.chunker = current
 
     # -- per file -----------------------------------------------------------------------------------
 
@@ -286,19 +314,21 @@ class Syncer:
         items = [(j, c) for j, c in items if c.id in j.vectors and c.id not in j.stored]
         if not items:
             return
+        for job in {id(j): j for j, _ in items}.values():
+            self.journal.add(job.state.source, [c.id for j, c in items if j is job])
         self.store.upsert([_record(j, c) for j, c in items], [j.vectors[c.id] for j, c in items])
         for job, chunk in items:
             job.stored.add(chunk.id)
         self.summary.chunks_written += len(items)
 
     def _commit(self, job: _Job) -> None:
-        """The file's new chunks are all stored: only now drop the chunks they replace, and record it."""
+        """The file's new chunks are in Chroma: add their tokens, record the file, then drop what it replaced."""
         keep = {c.id for c in job.chunks}
         old = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids]
         stale = [i for i in old if i not in keep]
+        self.journal.add(job.state.source, [*keep, *stale])
         if self.keywords:
-            self.keywords.commit(job.chunks, old, stale)
-        self.store.delete(stale)
+            self.keywords.put(job.chunks, old)
         for src in job.replaces:
             del self.manifest.files[src]
         st = job.state
@@ -308,15 +338,24 @@ class Syncer:
         )
         setattr(self.summary, job.kind, getattr(self.summary, job.kind) + 1)
         self._save()
+        self._drop(stale)
 
     def _delete(self, sources: list[str]) -> None:
+        """Deleted files: journal their chunks, forget them in the manifest, then drop them from both indexes."""
+        if not sources:
+            return
+        gone: list[str] = []
         for source in sources:
-            entry = self.manifest.files.pop(source)
-            if self.keywords:
-                self.keywords.delete(entry.chunk_ids)
-            self.store.delete(entry.chunk_ids)
-            self.summary.deleted += 1
-            self._save()
+            self.journal.add(source, self.manifest.files[source].chunk_ids)
+            gone += self.manifest.files.pop(source).chunk_ids
+        self.summary.deleted += len(sources)
+        self._save()
+        self._drop(gone)
+
+    def _drop(self, ids: list[str]) -> None:
+        if self.keywords:
+            self.keywords.delete(ids)
+        self.store.delete(ids)
 
     def _refresh_unchanged(self, states: list[FileState]) -> None:
         for st in states:
@@ -325,7 +364,8 @@ class Syncer:
 
     def _save(self) -> None:
         self.manifest.embed_model = self.embedder.model
-        self.manifest.embed_dim = self.dim
+        if self.dim is not None:  # nothing embedded this run: the dimension on record still holds
+            self.manifest.embed_dim = self.dim
         self.manifest.save(self.path)
 
 

@@ -133,6 +133,41 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, docs, fast_engine
     assert "sub/b.txt" in stored_sources(settings)
 
 
+def test_dry_run_lists_a_rename_once_not_also_as_a_delete(tmp_path, docs, fast_engine):
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    (docs / "a.md").rename(docs / "moved.md")
+    result = ingest_folder(docs, settings, dry_run=True)
+    assert result.plan.lines() == ["rename  a.md -> moved.md"]
+
+
+def test_a_no_change_ingest_keeps_the_dimension_so_the_next_edit_goes_in(tmp_path, docs, fast_engine):
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    ingest_folder(docs, settings)  # nothing to embed: the dimension on record must survive it
+    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+    with (docs / "a.md").open("a", encoding="utf-8") as fh:
+        fh.write("\nOne more line about the cooling loop.\n")
+    result = ingest_folder(docs, settings)
+    assert result.summary is not None
+    assert (result.summary.updated, result.summary.failed) == (1, 0)
+    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+
+
+def test_a_manifest_saved_with_an_unknown_dimension_is_not_a_mismatch(tmp_path, docs, fast_engine):
+    # What a no-change ingest wrote before this was fixed: the model's name with `embed_dim: null`.
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    manifest = Manifest.load(manifest_path(settings))
+    manifest.embed_dim = None
+    manifest.save(manifest_path(settings))
+    write(docs / "new.md", "A new file about the cafeteria menu.")
+    result = ingest_folder(docs, settings)
+    assert result.summary is not None
+    assert result.summary.added == 1
+    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+
+
 def test_bad_file_is_reported_and_the_rest_completes(tmp_path, docs, fast_engine):
     settings = make_settings(tmp_path, fast_engine)
     ingest_folder(docs, settings)
