@@ -16,6 +16,31 @@ COPY rag ./rag
 COPY ingest ./ingest
 RUN pip install --no-deps .
 
+# Optional: the bundled local engine for a host with no Ollama: docker build --target engine -t rag-engine .
+# llama-cpp-python is built by scripts/build-llama.sh, the one place naming its portable flags (no
+# -march=native: an image built on one CPU must not die of SIGILL on another), then checked by disassembly.
+FROM python:3.11-slim AS engine
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake binutils \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY scripts/build-llama.sh scripts/check_portable.py ./scripts/
+# The CPU build of torch (PyPI's default wheel carries CUDA: gigabytes for nothing here).
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && bash scripts/build-llama.sh /opt/venv/bin/python && python scripts/check_portable.py
+COPY pyproject.toml README.md ./
+COPY rag ./rag
+COPY ingest ./ingest
+RUN pip install ".[engine]"
+RUN useradd --create-home --uid 10001 rag
+USER rag
+# Other containers reach it as http://ollama:11434: that Host name is allowed, others are refused.
+ENV OLLAMA_HOST=0.0.0.0:11434 RAG_ENGINE_ALLOWED_HOSTS=ollama
+EXPOSE 11434
+CMD ["rag", "engine"]
+
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -256,6 +256,8 @@ def health_report(pipeline: RagPipeline) -> dict[str, Any]:
         })
         if missing:
             ollama["hint"] = "; ".join(f"ollama pull {m}" for m in missing)
+        if failure := ollama_adapter.generation_failure(settings):
+            ollama["generation_error"] = failure
     except RagError as exc:
         ollama["error"] = exc.message
         missing = []
@@ -266,7 +268,7 @@ def health_report(pipeline: RagPipeline) -> dict[str, Any]:
             store["embed_model"], store["embed_dim"] = pipeline.store.indexed_model()
     except RagError as exc:
         store["error"] = exc.message
-    ok = ollama["reachable"] and not missing and store["readable"]
+    ok = ollama["reachable"] and not missing and "generation_error" not in ollama and store["readable"]
     # A keyword index that is out does not fail the check: questions are still answered, by vectors.
     keyword = {**pipeline.keywords.health(), "mode": pipeline.mode_for()}
     return {"status": "ok" if ok else "degraded", "ollama": ollama, "store": store, "keyword": keyword}

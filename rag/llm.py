@@ -191,3 +191,20 @@ def missing_models(settings: Settings) -> list[str]:
     have = available_models(settings)
     wanted = [settings.chat_model, settings.embed_model]
     return [m for m in wanted if m not in have and f"{m}:latest" not in have]
+
+
+def generation_failure(settings: Settings) -> str | None:
+    """Why the model server cannot generate right now, when it says so; None when it can, or cannot tell.
+
+    The bundled engine reports in GET /engine/stats whether its chat runner last died (e.g. SIGILL from a
+    llama.cpp build that does not match the CPU) without a generation succeeding since. Ollama has no such
+    route: it answers 404 and nothing is claimed."""
+    try:
+        reply = httpx.get(f"{settings.ollama_url}/engine/stats", timeout=settings.health_timeout)
+        stats = reply.json() if reply.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(stats, dict) or stats.get("can_generate", True):
+        return None
+    crash = stats.get("last_crash") or {}
+    return str(crash.get("error") or "the chat model's runner died and has not generated since")

@@ -89,6 +89,8 @@ async def engine_stats(engine: EngineDep) -> dict[str, Any]:
     ]
     return {
         **engine.stats.snapshot(),
+        "running": sum(loaded.active for loaded in engine.scheduler.loaded.values()),
+        "queued": engine.scheduler.waiting,
         "loaded": sorted(engine.scheduler.loaded),
         "runners": runners,
         "backend": engine.backend.name,
@@ -155,7 +157,9 @@ async def chat(request: Request, engine: EngineDep) -> Response:
         empty = {"role": "assistant", "content": ""}
         return JSONResponse({**_stamp(req.model), "message": empty, "done_reason": reason, "done": True})
     messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
-    run = await engine.generate(spec, req.options, req.format, keep_alive, lambda m: m.render(messages))
+    run = await engine.generate(
+        spec, req.options, req.format, keep_alive, lambda m: m.render(messages), request.is_disconnected
+    )
     return await _respond(request, run, req.model, req.stream, _chat_shape)
 
 
@@ -171,7 +175,7 @@ async def generate(request: Request, engine: EngineDep) -> Response:
     system = [{"role": "system", "content": req.system}] if req.system else []
     messages = [*system, {"role": "user", "content": req.prompt}]
     prompt = (lambda m: req.prompt) if req.raw else (lambda m: m.render(messages))
-    run = await engine.generate(spec, req.options, req.format, keep_alive, prompt)
+    run = await engine.generate(spec, req.options, req.format, keep_alive, prompt, request.is_disconnected)
     return await _respond(request, run, req.model, req.stream, _generate_shape)
 
 

@@ -87,6 +87,11 @@ class Scheduler:
         self._conditions: dict[str, asyncio.Condition] = {}
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot (or for their model to load)."""
+        return self._waiting
+
     def _condition(self, spec: ModelSpec) -> asyncio.Condition:
         return self._conditions.setdefault(spec.name, asyncio.Condition())
 

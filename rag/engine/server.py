@@ -22,7 +22,7 @@ from rag.engine.runner import RunnerBackend, RunnerCrashed, RunnerFailed
 from rag.engine.scheduler import LoadFailed, Scheduler, ServerBusy
 from rag.engine.schemas import ApiError
 from rag.engine.selfcheck import self_check
-from rag.engine.service import Engine
+from rag.engine.service import ClientGone, Engine
 from rag.hostcheck import HostCheck, parse_hosts, warn_if_exposed
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, str(exc.detail))
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client has left
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         logger.error("unhandled error on %s", request.url.path, exc_info=exc)
         return _error(500, "internal error")
@@ -75,6 +78,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RunnerCrashed, load_failed)
     app.add_exception_handler(RunnerFailed, load_failed)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientGone, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 

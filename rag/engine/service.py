@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +25,10 @@ from rag.engine.schemas import ApiError, Options
 logger = logging.getLogger(__name__)
 
 _VERBS = {"chat": "generate", "embedding": "embeddings"}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its generation started."""
 
 
 @dataclass
@@ -203,11 +207,19 @@ class Engine:
         fmt: str | dict[str, Any] | None,
         keep_alive: float | None,
         prompt: Callable[[ChatModel], str],
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> Run:
-        """Start a generation; `prompt` renders the text from the loaded model (its chat template)."""
+        """Start a generation; `prompt` renders the text from the loaded model (its chat template).
+
+        `gone` tells whether the client has left while the request waited in the queue: then the slot is
+        given back at once instead of spending a prompt evaluation on nobody."""
         n_ctx, grammar = self.n_ctx(spec, options), self.grammar(fmt)
         sampling = options.sampling()
         slot = await self.scheduler.acquire(spec, n_ctx, keep_alive)
+        if gone is not None and await gone():
+            await self.scheduler.release(slot)
+            self.stats.generated(GenerationStats(done_reason="cancelled"))
+            raise ClientGone()
 
         def work(cancel: threading.Event, emit: Callable[[str], None]) -> GenerationStats:
             model: ChatModel = slot.instance

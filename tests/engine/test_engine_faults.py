@@ -280,3 +280,24 @@ def test_junk_paths_share_one_counter(fast_engine):
     counted = stats(fast_engine)["requests"]
     assert not any(path.startswith("/junk") for path in counted)
     assert counted["(no such route)"] >= 50
+
+
+def test_requests_dropped_while_queued_cost_no_tokens():
+    with running_engine("deterministic", OLLAMA_NUM_PARALLEL="1", RAG_ENGINE_TOKEN_DELAY="0.02") as url:
+        assert_serving(url)
+        first: list[httpx.Response] = []
+        runner = threading.Thread(target=lambda: first.append(post(url, "/api/chat", long_chat(150))))  # ~3 s
+        runner.start()
+        time.sleep(0.2)
+        before = stats(url)
+        assert before["running"] == 1
+        for _ in range(5):  # each waits behind the first, then its client gives up (1.5 s in all)
+            with pytest.raises(httpx.ReadTimeout):
+                post(url, "/api/chat", long_chat(60), timeout=0.3)
+        runner.join()
+        time.sleep(0.5)
+        after = stats(url)
+        assert first[0].status_code == 200
+        assert after["cancelled"] - before["cancelled"] == 5
+        assert after["generated_tokens"] - before["generated_tokens"] == 152  # the first answer's tokens alone
+        assert (after["running"], after["queued"]) == (0, 0)
