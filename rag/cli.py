@@ -61,15 +61,21 @@ def _progress(total: int) -> Callable[[int], None]:
 @click.option(
     "--reindex-keywords", is_flag=True, help="Rebuild the keyword index from the stored chunks (no embedding)."
 )
+@click.option(
+    "--follow-symlinks", is_flag=True,
+    help="Include what symbolic links inside FOLDER point to; links out of FOLDER are never followed.",
+)
 @click.pass_obj
-def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool) -> None:
+def ingest(
+    settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool, follow_symlinks: bool
+) -> None:
     """Sync FOLDER (PDF, Markdown, text, HTML) into the index: only what changed is embedded."""
     from ingest.run import ingest_folder
 
     try:
         result = ingest_folder(
             folder, settings, dry_run=dry_run, rebuild=rebuild, reindex_keywords=reindex_keywords,
-            progress_factory=_progress,
+            follow_symlinks=follow_symlinks, progress_factory=_progress,
         )
     except RagError as exc:
         fail(exc.message)
@@ -77,6 +83,8 @@ def ingest(settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reind
     if summary is None:
         for line in plan.lines() or ["nothing to do"]:
             click.echo(line)
+        for _source, reason in plan.unreadable:
+            click.echo(f"skip: {reason}", err=True)
         click.echo(f"dry run: {len(plan.unchanged)} unchanged, {len(plan.skipped)} skipped; nothing was changed")
         return
     for _source, reason in summary.failures:
@@ -175,6 +183,32 @@ def _keyword_status(settings: Settings) -> None:
     click.echo(f"keywords:    {keywords.state}, {keywords.chunks} chunks; retrieval mode {mode}")
     if keywords.message:
         click.echo(f"  {keywords.message}")
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Make them agree: drop chunks no file owns, fill in missing ones.")
+@click.pass_obj
+def check(settings: Settings, repair: bool) -> None:
+    """Check that Chroma, the keyword index and the manifest hold the same chunks; exit 1 when they do not."""
+    from ingest.reconcile import check_store
+
+    try:
+        result = check_store(settings, fix=repair)
+    except RagError as exc:
+        fail(exc.message)
+    for line in result.before.lines():
+        click.echo(line)
+    for done in result.repairs:
+        click.echo(f"repaired:  {done}")
+    if result.after is not None:
+        click.echo("after repair:")
+        for line in result.after.lines():
+            click.echo(f"  {line}")
+    if result.agree:
+        click.echo("ok: Chroma, the keyword index and the manifest agree")
+        sys.exit(EXIT_OK)
+    click.echo("they disagree" + ("" if repair else "; fix it with: rag check --repair"))
+    sys.exit(EXIT_FILES_FAILED)
 
 
 @main.command()
