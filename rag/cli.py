@@ -172,7 +172,9 @@ def status(settings: Settings) -> None:
         sys.exit(EXIT_ERROR)
     for model in (settings.chat_model, settings.embed_model):
         click.echo(f"  {model}: " + ("missing; run: ollama pull " + model if model in missing else "present"))
-    sys.exit(EXIT_ERROR if missing else EXIT_OK)
+    if failure := llm.generation_failure(settings):
+        click.echo(f"  cannot generate: {failure}")
+    sys.exit(EXIT_ERROR if missing or failure else EXIT_OK)
 
 
 def _keyword_status(settings: Settings) -> None:
@@ -215,9 +217,13 @@ def check(settings: Settings, repair: bool) -> None:
 def engine() -> None:
     """Run the bundled local engine: Ollama's HTTP API with smollm2:135m and all-minilm, offline."""
     from rag.engine.config import EngineSettings
+    from rag.engine.selfcheck import SelfCheckFailed
     from rag.engine.server import serve as serve_engine
 
-    serve_engine(EngineSettings())
+    try:
+        serve_engine(EngineSettings())
+    except SelfCheckFailed as exc:
+        fail(str(exc))
 
 
 main.add_command(eval_group, "eval")
