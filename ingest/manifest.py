@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
+from rag.errors import StoreDamaged
 
 MANIFEST_VERSION = 1
 
@@ -43,11 +44,18 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         if not path.exists():
             return cls()
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"{path} has manifest version {data.get('version')}, expected {MANIFEST_VERSION}")
-        files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
-        return cls(data.get("chunker", {}), data.get("embed_model"), data.get("embed_dim"), files)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            version = data.get("version")
+            if version != MANIFEST_VERSION:
+                raise ValueError(f"manifest version {version}, expected {MANIFEST_VERSION}")
+            files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
+            return cls(data.get("chunker", {}), data.get("embed_model"), data.get("embed_dim"), files)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, not JSON, wrong shape
+            raise StoreDamaged(
+                f"{path} cannot be read ({exc}); nothing was changed. Rebuild the index from your folder "
+                "with: rag ingest DIR --rebuild"
+            ) from None
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash mid-write leaves the previous manifest whole."""

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
+from ingest.reconcile import reconcile_at_startup
 from rag import llm as ollama_adapter
 from rag.config import Settings
 from rag.disconnect import CancellingStream, while_connected
@@ -146,6 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
                 # The embedded store is single-process: serving holds it, so an ingest fails fast.
                 stack.enter_context(store_lock(settings, "rag serve"))
             store = ChromaStore.open(settings)
+            # Chunks a killed ingest wrote but no file owns are removed before anything is served.
+            if removed := reconcile_at_startup(settings, store):
+                log.warning("removed %s chunks an interrupted ingest had left", removed)
             keywords = KeywordIndex.open(settings)  # once, here: never rebuilt per query
             if keywords.available:
                 segmenter()  # jieba's dictionary loads now, not on the first Chinese question

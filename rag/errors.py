@@ -47,6 +47,12 @@ class StoreUnavailable(RagError):
     code, status = "store_unavailable", 503
 
 
+class StoreDamaged(RagError):
+    """A file of ours under storage/ (the manifest) cannot be read: said with the way to rebuild."""
+
+    code, status = "store_damaged", 500
+
+
 class NotIndexed(RagError):
     code, status = "not_indexed", 409
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from ingest.journal import journal_path
 from ingest.keywords import TOKENS_FILE, KeywordWriter, TokenStore
@@ -23,6 +24,7 @@ from ingest.reconcile import check_store, reconcile
 from ingest.run import ingest_folder, open_keywords
 from ingest.sync import Syncer, plan_sync
 from rag import keyword
+from rag.api import create_app
 from rag.llm import Embedder
 from rag.store import ChromaStore, Record
 from tests.helpers import CHINESE, ENGLISH, make_settings, write
@@ -134,6 +136,20 @@ def test_reconcile_at_start_up_removes_what_a_kill_left(tmp_path, docs, fast_eng
     assert reconcile(settings) > 0
     assert_consistent(state(settings))
     assert reconcile(settings) == 0  # nothing journaled: one stat() and done
+
+
+def test_rag_serve_removes_what_a_kill_left_before_it_answers(tmp_path, docs, fast_engine):
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    write(docs / "new.md", "The new pump arrives on Friday. " * 20)
+    kill_after_write(settings, docs, "new.md")
+    (docs / "new.md").unlink()
+    with TestClient(create_app(settings)) as client:
+        listed = {d["source"] for d in client.get("/documents").json()["documents"]}
+        assert listed == {"a.md", "b.txt"}
+        hits = client.post("/retrieve", json={"question": "When does the new pump arrive?", "top_k": 10}).json()
+        assert all(s["source"] != "new.md" for s in hits["sources"])
+    assert_consistent(state(settings))
 
 
 def test_check_finds_and_repairs_every_kind_of_disagreement(tmp_path, docs, fast_engine):
@@ -334,3 +350,19 @@ def test_kill_9_at_random_moments_leaves_what_a_clean_ingest_makes(tmp_path, slo
     print(f"{kills} kills ({mid_run} after the run had written) in {rounds} rounds, {killing:.0f} s; "
           f"{len(want['owned'])} chunks in "
           f"{len(want['manifest'])} files; the final run removed {summary.orphans_removed} orphans")
+
+
+def test_a_damaged_manifest_is_one_error_line_and_rebuild_recovers(tmp_path, docs, fast_engine):
+    from tests.test_cli import rag
+
+    assert rag(tmp_path, fast_engine, "ingest", str(docs)).returncode == 0
+    manifest = tmp_path / "storage" / "manifest-documents.json"
+    manifest.write_text('{"version": 1, "files": {"a.md": {"truncated', encoding="utf-8")
+    damaged = rag(tmp_path, fast_engine, "ingest", str(docs))
+    assert damaged.returncode == 2
+    assert "Traceback" not in damaged.stderr
+    assert f"error: {manifest} cannot be read" in damaged.stderr
+    assert "rag ingest DIR --rebuild" in damaged.stderr
+    rebuilt = rag(tmp_path, fast_engine, "ingest", "--rebuild", str(docs))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "2 added" in rebuilt.stdout
