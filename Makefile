@@ -31,8 +31,10 @@ test:
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
+# LLAMA_COMPARE=/path/to/other/python adds another llama-cpp-python build (e.g. a native one) to the comparison.
 bench:
 	$(PY) bench/engine_bench.py
+	$(PY) bench/llama_build_bench.py $(LLAMA_COMPARE)
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/judge_variants.py
 	$(PY) bench/eval_topk.py

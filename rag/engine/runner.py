@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # Spawn, not fork: the engine has threads and an event loop, and a runner must start from a clean interpreter.
 _CONTEXT = multiprocessing.get_context("spawn")
+PIECE_INTERVAL = 0.05  # seconds: how often a runner sends the text generated so far
 _POLL = 0.05  # seconds between checks for a cancel or a dead runner while waiting for output
 LOAD_TIMEOUT = 300.0
 TEST_FAULT = re.compile(r"<<runner-fault:(SIG[A-Z]+)>>")  # only honoured with RAG_ENGINE_TEST_FAULTS=1
@@ -313,4 +315,31 @@ def _generate(conn: Connection, settings: EngineSettings, model: Any, prompt: st
     if settings.test_faults:
         _test_fault(settings, prompt, model.prompt_tokens(prompt))
     cancel = cast(threading.Event, _PipeCancel(conn))  # duck-typed: only is_set() is used
-    return model.generate(prompt, sampling, grammar, cancel, lambda text: conn.send(("piece", text)))
+    pieces = _Coalescer(conn)
+    try:
+        return model.generate(prompt, sampling, grammar, cancel, pieces.emit)  # type: ignore[no-any-return]
+    finally:
+        pieces.flush()
+
+
+class _Coalescer:
+    """Sends generated text to the engine at most every PIECE_INTERVAL seconds (the first piece at once).
+
+    One message per token would wake the engine's threads ~100 times a second, and on 2 cores each wake-up
+    is taken from llama.cpp's own threads; a few tokens per message cost a client nothing it can see."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn, self.sent_at = conn, 0.0
+        self.parts: list[str] = []
+
+    def emit(self, text: str) -> None:
+        self.parts.append(text)
+        now = time.monotonic()
+        if now - self.sent_at >= PIECE_INTERVAL:
+            self.flush()
+            self.sent_at = now
+
+    def flush(self) -> None:
+        if self.parts:
+            self.conn.send(("piece", "".join(self.parts)))
+            self.parts.clear()
