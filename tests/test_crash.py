@@ -210,7 +210,8 @@ def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_en
     root = tmp_path / "docs"
     for i in range(8):
         write(root / f"f{i}.md", f"File {i} is about valve {i}. It is inspected every Tuesday.")
-    proc = ingest_process(tmp_path, slow_engine, root)
+    # One file per embedding call: each file waits its own EMBED_DELAY, so the kill lands mid-run.
+    proc = ingest_process(tmp_path, slow_engine, root, RAG_EMBED_BATCH_SIZE="1")
     manifest = tmp_path / "storage" / "manifest-documents.json"
     deadline = time.monotonic() + 120
     while len(json.loads(manifest.read_text()).get("files", {}) if manifest.exists() else {}) < 2:
