@@ -24,7 +24,7 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import ollama  # noqa: E402
 
 from rag.engine.catalog import ALL_MINILM, SMOLLM2, artifact_path  # noqa: E402
-from tests.servers import engine_process  # noqa: E402
+from tests.support.servers import engine_process  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 BATCH = 32

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from tests.servers import running_engine  # noqa: E402
+from tests.support.servers import running_engine  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "eval_topk.txt"
 RAG = [sys.executable, "-m", "rag"]

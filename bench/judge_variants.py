@@ -31,8 +31,8 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import ollama  # noqa: E402
 
 from rag import metrics  # noqa: E402
-from rag.judge import split_sentences  # noqa: E402
-from tests.servers import running_engine  # noqa: E402
+from rag.eval.judge import split_sentences  # noqa: E402
+from tests.support.servers import running_engine  # noqa: E402
 
 CASES = ROOT / "data" / "eval" / "faithfulness.jsonl"
 OUT = ROOT / "bench" / "results" / "judge_variants.txt"

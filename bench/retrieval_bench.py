@@ -28,13 +28,13 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from ingest.run import ingest_folder  # noqa: E402
 from rag import keyword  # noqa: E402
+from rag.answer.pipeline import RagPipeline  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.keyword import KeywordIndex  # noqa: E402
-from rag.llm import build_embed_model, build_llm  # noqa: E402
-from rag.pipeline import RagPipeline  # noqa: E402
-from rag.store import ChromaStore  # noqa: E402
-from rag.tokens import Tokenizer  # noqa: E402
-from tests.servers import running_engine  # noqa: E402
+from rag.index.bm25 import KeywordIndex  # noqa: E402
+from rag.index.chroma import ChromaStore  # noqa: E402
+from rag.index.tokens import Tokenizer  # noqa: E402
+from rag.ollama import build_embed_model, build_llm  # noqa: E402
+from tests.support.servers import running_engine  # noqa: E402
 
 DATA = ROOT / "data" / "eval" / "retrieval"
 OUT = ROOT / "bench" / "results" / "retrieval.txt"

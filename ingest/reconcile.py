@@ -12,13 +12,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ingest.journal import Journal, journal_path
-from ingest.keywords import TOKENS_FILE, KeywordWriter
 from ingest.manifest import Manifest, manifest_path
-from rag import keyword
 from rag.config import Settings
 from rag.errors import StoreLocked
-from rag.lock import store_lock
-from rag.store import REBUILD_HINT, ChromaStore
+from rag.index import bm25 as keyword
+from rag.index.chroma import REBUILD_HINT, ChromaStore
+from rag.index.lock import store_lock
+from rag.index.token_store import TOKENS_FILE, KeywordWriter
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.journal import Journal, journal_path
-from ingest.keywords import KeywordWriter
 from ingest.manifest import Manifest, manifest_path
 from ingest.reconcile import reconcile
 from ingest.sync import Plan, Summary, Syncer, check_root, plan_sync
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
-from rag.llm import Embedder
-from rag.lock import store_lock
-from rag.store import REBUILD_HINT, ChromaStore
+from rag.index.chroma import REBUILD_HINT, ChromaStore
+from rag.index.lock import store_lock
+from rag.index.token_store import KeywordWriter
+from rag.ollama import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from ingest.chunking import Chunk, chunk_document, split_chunk
 from ingest.journal import Journal, journal_path
-from ingest.keywords import KeywordWriter
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
 from ingest.manifest import FileEntry, Manifest, manifest_path, sha256_file
 from ingest.reconcile import sweep
 from rag.config import Settings
 from rag.errors import BadRequest, EmbeddingModelMismatch
-from rag.llm import Embedder, InputTooLong
-from rag.store import REBUILD_HINT, ChromaStore, Record
+from rag.index.chroma import REBUILD_HINT, ChromaStore, Record
+from rag.index.token_store import KeywordWriter
+from rag.ollama import Embedder, InputTooLong
 
 log = logging.getLogger(__name__)
 

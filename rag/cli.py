@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rag.config import Settings
 from rag.console import EXIT_ERROR, fail, progress_bar
 from rag.errors import RagError
-from rag.eval_cli import eval_group
+from rag.eval.cli import eval_group
 
 log = logging.getLogger("rag")
 
@@ -120,7 +120,7 @@ def ask(
     settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None
 ) -> None:
     """Answer QUESTION from the indexed documents, with numbered sources."""
-    from rag.askers import http_asker, local_asker
+    from rag.answer.askers import http_asker, local_asker
 
     try:
         with (http_asker(url, top_k, mode, timeout=600) if url
@@ -142,7 +142,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """Serve the HTTP API (/ask, /retrieve, /documents, /health; docs at /docs)."""
     import uvicorn
 
-    from rag.api import create_app
+    from rag.serve.app import create_app
 
     # The app is told where it listens: its Host check accepts that name, and it warns beyond loopback.
     settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
@@ -155,7 +155,7 @@ def status(settings: Settings) -> None:
     """What is indexed, and whether Ollama and both models are there."""
     from ingest.manifest import Manifest
     from ingest.sync import manifest_path
-    from rag import llm
+    from rag import ollama as llm
 
     manifest = Manifest.load(manifest_path(settings))
     click.echo(f"storage:     {settings.storage_dir}" + (f" (Chroma server {settings.chroma_host}:"
@@ -178,7 +178,7 @@ def status(settings: Settings) -> None:
 
 
 def _keyword_status(settings: Settings) -> None:
-    from rag.keyword import KeywordIndex
+    from rag.index.bm25 import KeywordIndex
 
     keywords = KeywordIndex.open(settings)
     mode = settings.retrieval_mode if keywords.available else "vector"

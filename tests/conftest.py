@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import running_engine
+from tests.support.servers import running_engine
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
-from tests.helpers import CHINESE, ENGLISH, dead_url, write
+from tests.support.helpers import CHINESE, ENGLISH, dead_url, write
 
 
 def rag(tmp_path: Path, url: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from ingest.loaders import LoadLimits, load
 from ingest.run import ingest_folder
-from rag.api import create_app
-from tests.helpers import make_settings
+from rag.serve.app import create_app
+from tests.support.helpers import make_settings
 
 pytestmark = pytest.mark.slow
 

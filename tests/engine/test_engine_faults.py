@@ -12,7 +12,7 @@ import ollama
 import pytest
 
 from rag.engine.config import EngineSettings
-from tests.servers import engine_process, free_port, running_engine
+from tests.support.servers import engine_process, free_port, running_engine
 
 CHAT = "smollm2:135m"
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

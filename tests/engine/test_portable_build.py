@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 CHECK = ROOT / "scripts" / "check_portable.py"
 

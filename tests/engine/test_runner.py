@@ -19,7 +19,7 @@ import pytest
 
 from rag.engine.config import EngineSettings
 from rag.engine.selfcheck import self_check
-from tests.servers import ROOT, free_port, running_engine
+from tests.support.servers import ROOT, free_port, running_engine
 
 CHAT, EMBED = "smollm2:135m", "all-minilm"
 

@@ -15,8 +15,8 @@ from matplotlib import image
 
 from ingest.run import ingest_folder
 from rag.cli import main
-from tests.helpers import CHINESE, ENGLISH, free_port, make_settings, write
-from tests.servers import wait_http
+from tests.support.helpers import CHINESE, ENGLISH, free_port, make_settings, write
+from tests.support.servers import wait_http
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROWS = [
@@ -144,7 +144,7 @@ def test_a_refused_question_is_recorded_and_the_run_goes_on(workdir, fast_engine
 
 
 def test_rag_serve_down_stops_the_run_with_exit_2(workdir, fast_engine):
-    from tests.helpers import dead_url
+    from tests.support.helpers import dead_url
 
     result = rag_eval(fast_engine, "run", "qa.jsonl", "--url", dead_url(), "--out", "out")
     assert result.exit_code == 2

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from ingest.run import ingest_folder
 from rag.cli import main
-from rag.judge import Judge, split_sentences
-from rag.metrics import token_f1
-from tests.helpers import make_settings, write
+from rag.eval.judge import Judge, split_sentences
+from rag.eval.metrics import token_f1
+from tests.support.helpers import make_settings, write
 
 pytestmark = pytest.mark.slow
 

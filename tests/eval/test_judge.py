@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rag.errors import OllamaUnavailable
-from rag.judge import Judge, statements_schema, verdicts_schema
-from tests.helpers import dead_url, make_settings
-from tests.scripted_ollama import scripted_ollama
+from rag.eval.judge import Judge, statements_schema, verdicts_schema
+from tests.support.helpers import dead_url, make_settings
+from tests.support.scripted_ollama import scripted_ollama
 
 CONTEXT = "The nightly snapshot of storage/ runs at 02:30. Budget 6 KB of disk per chunk."
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag import metrics
-from rag.evaluate import missed_thresholds, parse_thresholds
-from rag.judge import split_sentences
+from rag.eval import metrics
+from rag.eval.judge import split_sentences
+from rag.eval.run import missed_thresholds, parse_thresholds
 
 
 def test_token_f1_on_english_words():

@@ -1,0 +1,223 @@
+"""The keyword index: a bm25s BM25 index over chunk tokens, saved under storage/, loaded once, searched."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.config import Settings
+from rag.errors import RagError
+from rag.index.tokens import TOKENIZER_VERSION, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def _bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported; bring it back under the application's level.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+REINDEX_HINT = "rag ingest DIR --reindex-keywords"
+CURRENT = "CURRENT.json"  # names the saved index in use; replaced atomically, so readers never see half of one
+IDS = "ids.json"
+
+
+class KeywordIndexUnavailable(RagError):
+    """The keyword index is missing, unreadable, or made by another tokeniser: hybrid falls back to vectors."""
+
+    code, status = "keyword_index_unavailable", 503
+
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__(message)
+        self.state = state  # "missing" | "corrupt" | "outdated"
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    chunk_id: str
+    score: float  # BM25, > 0
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One saved index in memory: bm25s' matrix and the chunk id of each of its rows."""
+
+    bm25: Any  # bm25s.BM25, or None when nothing is indexed
+    ids: list[str]
+    generation: int
+
+
+# -- building and saving (ingest) -----------------------------------------------------------------
+
+
+def build(rows: Iterable[tuple[str, str]]) -> tuple[Any, list[str]]:
+    """A BM25 index from (chunk id, space-joined tokens) rows, scored by bm25s; no tokenising here.
+
+    Token ids go in compact int32 arrays: 100k chunks of ~100 tokens stay in tens of megabytes.
+    """
+    bm25s = _bm25s()
+
+    vocab: dict[str, int] = {}
+    ids: list[str] = []
+    docs: list[Any] = []
+    for chunk_id, tokens in rows:
+        ids.append(chunk_id)
+        docs.append(array("i", [vocab.setdefault(t, len(vocab)) for t in tokens.split()]))
+    if not vocab:
+        return None, ids
+    bm25 = bm25s.BM25()
+    bm25.index((docs, vocab), create_empty_token=False, show_progress=False)
+    return bm25, ids
+
+
+def save(directory: Path, bm25: Any, ids: list[str], generation: int) -> None:
+    """Write a new index beside the old one, point CURRENT at it, then remove the old one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(dir=directory, prefix=f"index-{generation}-"))
+    if bm25 is not None:
+        bm25.save(str(target), show_progress=False)
+    (target / IDS).write_text(json.dumps(ids), encoding="utf-8")
+    pointer = {"dir": target.name, "generation": generation, "chunks": len(ids), "tokenizer": TOKENIZER_VERSION}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".current-", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(pointer, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / CURRENT)
+    for old in directory.glob("index-*"):
+        if old.name != target.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# -- loading (service) ----------------------------------------------------------------------------
+
+
+def read_pointer(directory: Path) -> dict[str, Any]:
+    path = directory / CURRENT
+    if not path.exists():
+        raise KeywordIndexUnavailable("missing", _message(directory, "is missing", "build"))
+    try:
+        pointer: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        pointer.update(generation=int(pointer["generation"]), chunks=int(pointer["chunks"]), dir=str(pointer["dir"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeywordIndexUnavailable("corrupt", _message(directory, f"is unreadable ({exc})", "rebuild")) from exc
+    if pointer.get("tokenizer") != TOKENIZER_VERSION:
+        raise KeywordIndexUnavailable("outdated", _message(
+            directory, f"was made by keyword tokeniser v{pointer.get('tokenizer')}, this is v{TOKENIZER_VERSION}",
+            "rebuild"))
+    return pointer
+
+
+def load(directory: Path) -> Loaded:
+    """The saved index named by CURRENT. Raises KeywordIndexUnavailable saying what to run."""
+    bm25s = _bm25s()
+
+    pointer = read_pointer(directory)
+    where = directory / pointer["dir"]
+    try:
+        ids = json.loads((where / IDS).read_text(encoding="utf-8"))
+        bm25 = bm25s.BM25.load(str(where), show_progress=False) if (where / "params.index.json").exists() else None
+        rows = int(bm25.scores["num_docs"]) if bm25 is not None else len(ids)
+    except Exception as exc:  # bm25s and numpy raise many types for a damaged file; all mean the same here
+        raise KeywordIndexUnavailable("corrupt", _message(directory, f"is unreadable ({exc})", "rebuild")) from exc
+    if not (len(ids) == rows == pointer["chunks"]):
+        raise KeywordIndexUnavailable("corrupt", _message(
+            directory, f"is inconsistent ({len(ids)} ids, {rows} rows, {pointer['chunks']} expected)", "rebuild"))
+    return Loaded(bm25, ids, int(pointer["generation"]))
+
+
+def _message(directory: Path, problem: str, verb: str) -> str:
+    return f"the keyword index at {directory} {problem}; answering in vector mode; {verb} it with: {REINDEX_HINT}"
+
+
+class KeywordIndex:
+    """The service's keyword side: loaded at start-up, reloaded only when an ingest saved a newer one."""
+
+    def __init__(self, directory: Path, tokenizer: Tokenizer | None = None) -> None:
+        self.directory = directory
+        self.tokenizer = tokenizer or Tokenizer()
+        self.state, self.message = "missing", ""
+        self._loaded: Loaded | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> KeywordIndex:
+        index = cls(settings.keyword_path)
+        index.reload()
+        return index
+
+    @property
+    def available(self) -> bool:
+        self._reload_if_saved_again()
+        return self._loaded is not None
+
+    @property
+    def chunks(self) -> int:
+        return len(self._loaded.ids) if self._loaded else 0
+
+    def reload(self) -> None:
+        """Load what CURRENT names; when that fails, keep a good index already loaded, else report why."""
+        with self._lock:
+            self._stamp = self._pointer_stamp()
+            try:
+                self._loaded = load(self.directory)
+                self.state, self.message = "ok", ""
+            except KeywordIndexUnavailable as exc:
+                if self._loaded is None:
+                    self.state, self.message = exc.state, exc.message
+                log.warning("%s", exc.message)
+
+    def _pointer_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.directory / CURRENT).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def _reload_if_saved_again(self) -> None:
+        # One stat() per query: an ingest beside a running service (Chroma server mode) is picked up.
+        if self._pointer_stamp() != self._stamp:
+            self.reload()
+
+    def search(self, query: str, k: int) -> list[KeywordHit]:
+        """The k best chunks by BM25 for `query`; nothing when no query token is in the index."""
+        self._reload_if_saved_again()
+        loaded = self._loaded
+        if loaded is None or loaded.bm25 is None:
+            return []
+        token_ids = loaded.bm25.get_tokens_ids(self.tokenizer.query(query))
+        if not token_ids:
+            return []
+        scores = loaded.bm25.get_scores_from_ids(token_ids)
+        return _top(scores, loaded.ids, k)
+
+    def health(self) -> dict[str, Any]:
+        self._reload_if_saved_again()
+        out: dict[str, Any] = {"status": self.state, "chunks": self.chunks, "path": str(self.directory)}
+        if self.message:
+            out.update(message=self.message, hint=REINDEX_HINT)
+        return out
+
+
+def _top(scores: np.ndarray, ids: list[str], k: int) -> list[KeywordHit]:
+    """Best first; ties by index position, so the same index always gives the same order."""
+    n = min(k, len(scores))
+    if n <= 0:
+        return []
+    best = np.argpartition(-scores, n - 1)[:n]
+    best = best[np.lexsort((best, -scores[best]))]
+    return [KeywordHit(ids[i], float(scores[i])) for i in best if scores[i] > 0]

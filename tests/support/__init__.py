@@ -1,0 +1,1 @@
+"""Shared test support: servers started on loopback, settings and file helpers."""
