@@ -18,18 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from rag.engine.backends import (
-    Embedded,
-    Emit,
-    GenerationStats,
-    InputTooLong,
-    Sampling,
-    StopMatcher,
-    fit_prompt,
-    output_budget,
-)
 from rag.engine.catalog import ModelSpec
 from rag.engine.config import EngineSettings
+from rag.engine.generation import StopMatcher, fit_prompt, output_budget
+from rag.engine.protocol import ContextExceeded, Embedded, Emit, GenerationStats, Sampling
 
 CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"
 # The stand-in tokenizer: a word, one CJK character or one punctuation mark is a token.
@@ -69,7 +61,7 @@ class HashEmbedder:
         time.sleep(self.delay)
         tokens = [WORD.findall(text.lower()) for text in texts]
         if not truncate and any(len(t) > self.context_length for t in tokens):
-            raise InputTooLong("the input length exceeds the context length")
+            raise ContextExceeded("the input length exceeds the context length")
         tokens = [t[: self.context_length] for t in tokens]
         vectors = np.stack([self._vector(t) for t in tokens]) if tokens else np.zeros((0, self.dims))
         return Embedded(vectors, [len(t) for t in tokens])

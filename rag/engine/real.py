@@ -17,18 +17,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from rag.engine.backends import (
-    Embedded,
-    Emit,
-    GenerationStats,
-    InputTooLong,
-    Sampling,
-    StopMatcher,
-    fit_prompt,
-    output_budget,
-)
 from rag.engine.catalog import ModelSpec, artifact_path
 from rag.engine.config import EngineSettings
+from rag.engine.generation import StopMatcher, fit_prompt, output_budget
+from rag.engine.protocol import ContextExceeded, Embedded, Emit, GenerationStats, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +219,7 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str], truncate: bool) -> Embedded:
         counts = self.count_tokens(texts)
         if not truncate and max(counts, default=0) > self.context_length:
-            raise InputTooLong("the input length exceeds the context length")
+            raise ContextExceeded("the input length exceeds the context length")
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,

@@ -14,9 +14,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from rag.engine.backends import GenerationStats
 from rag.engine.catalog import CATALOG, resolve
 from rag.engine.jobs import DONE, FAILED, PIECE
+from rag.engine.protocol import GenerationStats
 from rag.engine.runner import RunnerCrashed, RunnerFailed
 from rag.engine.schemas import (
     ApiError,

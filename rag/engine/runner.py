@@ -4,7 +4,7 @@ Whatever the model library does there (an illegal instruction from a build that 
 segfault, an abort, the out-of-memory killer) ends that process, not the engine: the request in flight gets
 an error naming the signal, and the scheduler starts a fresh runner for the next request.
 
-The parent side (`RunnerClient`) speaks the same ChatModel / Embedder protocol as the in-process models, so
+The parent side (`RunnerClient`) speaks the same ChatModel / EmbeddingModel protocols as the in-process models, so
 the scheduler and the service do not know the difference. One message at a time crosses the pipe per runner;
 a scheduler slot owns its runner for the whole of a request.
 """
@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
-from rag.engine.backends import Backend, Embedded, Emit, GenerationStats, InputTooLong, Sampling, make_backend
+from rag.engine.backends import make_backend
 from rag.engine.catalog import ModelSpec
 from rag.engine.config import EngineSettings
+from rag.engine.protocol import Backend, ContextExceeded, Embedded, Emit, GenerationStats, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class RunnerClient:
     def alive(self) -> bool:
         return not self.dead and self.process.is_alive()
 
-    # The model protocols (ChatModel, Embedder), forwarded to the runner.
+    # The model protocols (ChatModel, EmbeddingModel), forwarded to the runner.
 
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         return str(self._call(("render", list(messages))))
@@ -157,7 +158,7 @@ class RunnerClient:
             elif kind == "ok":
                 return value
             elif kind == "too_long":
-                raise InputTooLong(value)
+                raise ContextExceeded(value)
             elif kind == "error":
                 raise RunnerFailed(value)
 
@@ -297,7 +298,7 @@ def _runner_main(conn: Connection, settings: EngineSettings, spec: ModelSpec, n_
             continue  # arrived after its generation had already finished
         try:
             result = handlers[op](*args)
-        except InputTooLong as exc:
+        except ContextExceeded as exc:
             conn.send(("too_long", str(exc)))
         except Exception as exc:
             logger.exception("%s failed in the runner for %s", op, spec.name)

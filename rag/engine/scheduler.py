@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rag.engine.backends import Backend
 from rag.engine.catalog import ModelSpec
+from rag.engine.protocol import Backend
 
 logger = logging.getLogger(__name__)
 

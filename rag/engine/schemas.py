@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rag.engine.backends import Sampling
+from rag.engine.protocol import Sampling
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from rag.engine.backends import Sampling
 from rag.engine.catalog import CATALOG
 from rag.engine.config import EngineSettings
+from rag.engine.protocol import Sampling
 from rag.engine.runner import RunnerClient, RunnerCrashed, RunnerFailed
 
 logger = logging.getLogger(__name__)

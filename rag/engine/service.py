@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rag.engine.backends import Backend, ChatModel, Embedded, GenerationStats, InputTooLong, Sampling
 from rag.engine.catalog import Kind, ModelSpec, artifact_path, artifact_size, details, digest, resolve
 from rag.engine.config import EngineSettings
 from rag.engine.jobs import FAILED, Job
+from rag.engine.protocol import Backend, ChatModel, ContextExceeded, Embedded, GenerationStats, Sampling
 from rag.engine.runner import RunnerCrashed
 from rag.engine.scheduler import Scheduler, Slot, parse_keep_alive
 from rag.engine.schemas import ApiError, Options
@@ -244,7 +244,7 @@ class Engine:
         job = self._start(work, slot)
         kind, value = await job.next()
         if kind == FAILED:
-            if isinstance(value, InputTooLong):
+            if isinstance(value, ContextExceeded):
                 raise ApiError(400, str(value))
             raise value
         self.stats.embedded(len(texts))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.engine.backends import StopMatcher, fit_prompt, output_budget
 from rag.engine.catalog import normalize_name, resolve
 from rag.engine.deterministic import WORD, instance
+from rag.engine.generation import StopMatcher, fit_prompt, output_budget
 from rag.engine.scheduler import parse_keep_alive
 
 
