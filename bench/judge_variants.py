@@ -5,8 +5,8 @@ Run: python bench/judge_variants.py [--model NAME] [--url URL]
 
 `rag eval validate` scores data/eval/faithfulness.jsonl with the shipped judge (the judge decomposes each
 sentence into statements, then gives verdicts). Here the decomposition is skipped: each rule-split sentence
-of the answer (rag.judge.split_sentences) is one statement, and each gets its own schema-constrained call at
-temperature 0 and seed 42, with three prompt wordings. Score = supported sentences / sentences, compared with
+of the answer (rag.eval.judge.answer_sentences) is one statement, and each gets its own schema-constrained
+call at temperature 0 and seed 42, with three prompt wordings. Score = supported sentences / sentences, compared with
 the labels by AUROC and balanced accuracy (supported when score = 1), like `rag eval validate`.
 """
 
@@ -30,8 +30,8 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import ollama  # noqa: E402
 
-from rag import metrics  # noqa: E402
-from rag.eval.judge import split_sentences  # noqa: E402
+from rag.eval import metrics  # noqa: E402
+from rag.eval.judge import answer_sentences  # noqa: E402
 from tests.support.servers import running_engine  # noqa: E402
 
 CASES = ROOT / "data" / "eval" / "faithfulness.jsonl"
@@ -95,7 +95,7 @@ def main() -> None:
             scores = []
             for case in cases:
                 said = [supported(client, args.model, variant, case["context"], s)
-                        for s in split_sentences(case["answer"])]
+                        for s in answer_sentences(case["answer"])]
                 scores.append(sum(said) / len(said))
             results[variant] = {"scores": scores, "seconds": time.perf_counter() - start}
             print(f"{variant}: done in {results[variant]['seconds']:.0f} s", file=sys.stderr)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rag.answer.pipeline import language_of
 from rag.config import Settings
 from rag.errors import BadRequest
-from rag.eval.judge import MAX_TEXT, InvalidReply, JudgeFailed, StructuredChat
+from rag.eval.judge import InvalidReply, JudgeFailed, StructuredChat, text_schema
 from rag.index.chroma import ChromaStore, Record
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def sample_chunks(store: ChromaStore, n: int, seed: int) -> list[Record]:
 
 
 def draft_schema() -> dict[str, Any]:
-    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
-    return {"type": "object", "properties": {"question": text, "answer": text}, "required": ["question", "answer"]}
+    return {"type": "object", "properties": {"question": text_schema(), "answer": text_schema()},
+            "required": ["question", "answer"]}
 
 
 def _draft_check(reply: Any) -> dict[str, str]:

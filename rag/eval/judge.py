@@ -63,8 +63,11 @@ class InvalidReply(ValueError):
     """A reply that parsed but does not have the shape asked for."""
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of an answer with citation marks removed; fragments without a word are dropped."""
+def answer_sentences(text: str) -> list[str]:
+    """The sentences of an answer as strings, citation marks removed; fragments without a word are dropped.
+
+    Not ingest.chunking.split_sentences, which gives character spans of a document for chunking.
+    """
     flat = _CITATION.sub("", text)
     return [s.strip() for s in _SENTENCE_END.split(flat) if re.search(r"\w", s)]
 
@@ -73,14 +76,15 @@ def _array(items: dict[str, Any], low: int, high: int) -> dict[str, Any]:
     return {"type": "array", "items": items, "minItems": low, "maxItems": high}
 
 
-def _text() -> dict[str, Any]:
+def text_schema() -> dict[str, Any]:
+    """A short non-empty string: a statement, a reason, a drafted question or answer."""
     return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
 
 
 def statements_schema(sentences: int) -> dict[str, Any]:
     per_sentence = {
         "type": "object",
-        "properties": {"statements": _array(_text(), 1, MAX_STATEMENTS_PER_SENTENCE)},
+        "properties": {"statements": _array(text_schema(), 1, MAX_STATEMENTS_PER_SENTENCE)},
         "required": ["statements"],
     }
     return {"type": "object", "properties": {"sentences": _array(per_sentence, sentences, sentences)},
@@ -90,7 +94,7 @@ def statements_schema(sentences: int) -> dict[str, Any]:
 def verdicts_schema(statements: int) -> dict[str, Any]:
     verdict = {
         "type": "object",
-        "properties": {"reason": _text(), "verdict": {"type": "string", "enum": ["yes", "no"]}},
+        "properties": {"reason": text_schema(), "verdict": {"type": "string", "enum": ["yes", "no"]}},
         "required": ["reason", "verdict"],
     }
     return {"type": "object", "properties": {"verdicts": _array(verdict, statements, statements)},
@@ -215,7 +219,7 @@ class Judge:
 
     def statements(self, question: str, answer: str, raw: list[str]) -> list[tuple[int, str]]:
         """(sentence number, statement) pairs: each sentence gives at least one statement."""
-        sentences = split_sentences(answer)
+        sentences = answer_sentences(answer)
         if not sentences:
             raise JudgeFailed("the answer has no sentence to judge")
         messages = [{"role": "system", "content": STATEMENTS_PROMPT},

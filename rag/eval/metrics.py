@@ -32,14 +32,14 @@ def normalize(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def tokens(text: str) -> list[str]:
-    """Normalised tokens: English words, and single characters for Chinese."""
+def normalized_tokens(text: str) -> list[str]:
+    """Normalised tokens for scoring: English words, and single characters for Chinese (not BM25's tokens)."""
     return _TOKEN.findall(normalize(text))
 
 
 def token_f1(prediction: str, reference: str) -> float:
     """Token F1 between an answer and a reference (character F1 where the text is Chinese)."""
-    pred, ref = tokens(prediction), tokens(reference)
+    pred, ref = normalized_tokens(prediction), normalized_tokens(reference)
     if not pred or not ref:
         return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())
@@ -50,15 +50,15 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def exact_match(prediction: str, reference: str) -> float:
-    return float(tokens(prediction) == tokens(reference))
+    return float(normalized_tokens(prediction) == normalized_tokens(reference))
 
 
 def word_overlap(answer: str, context: str) -> float:
     """Baseline faithfulness: the fraction of the answer's tokens (characters for Chinese) found in the context."""
-    said = tokens(answer)
+    said = normalized_tokens(answer)
     if not said:
         return 0.0
-    known = set(tokens(context))
+    known = set(normalized_tokens(context))
     return sum(t in known for t in said) / len(said)
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ingest.run import ingest_folder
 from rag.cli import main
-from rag.eval.judge import Judge, split_sentences
+from rag.eval.judge import Judge, answer_sentences
 from rag.eval.metrics import token_f1
 from tests.support.helpers import make_settings, write
 
@@ -58,7 +58,7 @@ def test_eval_run_end_to_end_on_the_bundled_models(tmp_path: Path, real_engine, 
     assert prefix["sources"][0]["source"] == "handbook.md"
     assert prefix["status"] == "scored"
     # Every sentence of the answer became at least one statement, and the score is the share the judge upheld.
-    assert {s["sentence"] for s in prefix["statements"]} == set(range(1, len(split_sentences(prefix["answer"])) + 1))
+    assert {s["sentence"] for s in prefix["statements"]} == set(range(1, len(answer_sentences(prefix["answer"])) + 1))
     verdicts = [s["supported"] for s in prefix["statements"]]
     assert prefix["faithfulness"] == round(sum(verdicts) / len(verdicts), 4)
     assert len(prefix["judge"]["raw"]) >= 2  # statements, then verdicts (plus any repair)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.eval import metrics
-from rag.eval.judge import split_sentences
+from rag.eval.judge import answer_sentences
 from rag.eval.run import missed_thresholds, parse_thresholds
 
 
@@ -20,7 +20,7 @@ def test_token_f1_on_english_words():
 def test_character_f1_on_chinese():
     # prediction 默 认 300 秒, reference 默 认 是 300 秒: P = 4/4, R = 4/5
     assert metrics.token_f1("默认 300 秒。", "默认是 300 秒。") == pytest.approx(2 * 0.8 / 1.8)
-    assert metrics.tokens("建议设为120。") == ["建", "议", "设", "为", "120"]
+    assert metrics.normalized_tokens("建议设为120。") == ["建", "议", "设", "为", "120"]
 
 
 def test_exact_match_ignores_case_punctuation_articles_and_spaces():
@@ -91,6 +91,6 @@ def test_fail_under_spec_parses_and_reports_misses():
 def test_sentences_split_on_english_and_chinese_ends_without_citations():
     text = ("By default it listens on 127.0.0.1 port 8080 [1]. It was added in v0.0.3 [2, 3]! "
             "不可以。放在本地磁盘上！好吗？")
-    assert split_sentences(text) == ["By default it listens on 127.0.0.1 port 8080.", "It was added in v0.0.3!",
+    assert answer_sentences(text) == ["By default it listens on 127.0.0.1 port 8080.", "It was added in v0.0.3!",
                                      "不可以。", "放在本地磁盘上！", "好吗？"]
-    assert split_sentences("[1]") == []
+    assert answer_sentences("[1]") == []
