@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.eval import metrics
 from rag.eval.judge import Judge
+from rag.eval.run import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class FaithfulnessCase(BaseModel):
 
 def validate_judge(
     cases: Sequence[FaithfulnessCase], make_judge: Callable[[int], Judge], seeds: Sequence[int],
-    progress: Callable[[str, int], Callable[[int], None]] = lambda description, total: lambda n: None,
+    progress: Progress = no_progress,
 ) -> list[dict[str, Any]]:
     """Judge every case once per seed; one record per (run, case), with the baseline's score beside it."""
     records = []

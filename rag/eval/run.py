@@ -24,13 +24,13 @@ Progress = Callable[[str, int], Callable[[int], None]]  # (description, total) -
 # answer_failed and the run goes on. Anything else (Ollama or the store unreachable, a missing model) stops it.
 ROW_ERRORS = (BadRequest, OllamaError)
 STATUSES = ("scored", "judge_failed", "abstained", "answer_failed")
+METRICS = ("faithfulness", "hit@1", "hit@3", "hit@5", "mrr", "token_f1", "exact_match")
+STAGES = ("retrieve", "generate", "answer", "judge", "total")
 
 
 def no_progress(description: str, total: int) -> Callable[[int], None]:
+    """A Progress that shows nothing (library use and tests)."""
     return lambda n: None
-
-METRICS = ("faithfulness", "hit@1", "hit@3", "hit@5", "mrr", "token_f1", "exact_match")
-STAGES = ("retrieve", "generate", "answer", "judge", "total")
 
 
 # -- one row: answer, retrieval and correctness, then the judge -------------------------------------
@@ -38,25 +38,23 @@ STAGES = ("retrieve", "generate", "answer", "judge", "total")
 
 def answer_row(index: int, row: QARow, ask: Ask) -> dict[str, Any]:
     refs = [r.model_dump(exclude_none=True) for r in row.reference_sources]
+    asked = {"id": row.id if row.id is not None else index + 1, "question": row.question,
+             "reference_answer": row.reference_answer, "reference_sources": refs}
     try:
         got = ask(row.question)
     except ROW_ERRORS as exc:
-        log.warning("row %s: no answer: %s", row.id if row.id is not None else index + 1, exc.message)
+        log.warning("row %s: no answer: %s", asked["id"], exc.message)
         return {
-            "id": row.id if row.id is not None else index + 1, "question": row.question,
-            "reference_answer": row.reference_answer, "reference_sources": refs, "status": "answer_failed",
-            "error": exc.message, "answer": None, "abstained": False, "sources": [], "retrieval": None,
-            "correctness": None, "faithfulness": None, "statements": [], "judge": None, "timings_ms": {},
+            **asked, "status": "answer_failed", "error": exc.message, "answer": None, "abstained": False,
+            "sources": [], "retrieval": None, "correctness": None, "faithfulness": None, "statements": [],
+            "judge": None, "timings_ms": {},
         }
     sources = [{k: s.get(k) for k in ("n", "source", "page", "chunk_id", "score", "text")} for s in got["sources"]]
     timings = got.get("timings_ms", {})
     rank = metrics.first_hit(sources, refs) if refs else None
     answer = got["answer"]
     return {
-        "id": row.id if row.id is not None else index + 1,
-        "question": row.question,
-        "reference_answer": row.reference_answer,
-        "reference_sources": refs,
+        **asked,
         "answer": answer,
         "model": got.get("model"),
         "mode": got.get("mode"),
