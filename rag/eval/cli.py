@@ -29,6 +29,22 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def _timer() -> Callable[[], dict[str, Any]]:
+    """Started now; calling what it returns gives a report's started_at and seconds."""
+    started, clock = datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    return lambda: {"started_at": started, "seconds": round(time.perf_counter() - clock, 1)}
+
+
+def _show(table: str, out: Path) -> None:
+    """The console table, the one line about missing charts when matplotlib is absent, where the report is."""
+    from rag.eval.report import NO_CHARTS, can_draw
+
+    click.echo(table)
+    if not can_draw():
+        click.echo(NO_CHARTS, err=True)
+    click.echo(f"\nreport: {out / 'report.md'}")
+
+
 def _thresholds(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
     from rag.eval.run import parse_thresholds
 
@@ -58,31 +74,29 @@ def eval_group() -> None:
 @click.option("--fail-under", callback=_thresholds, default=None, metavar="METRIC=MIN,...",
               help="Exit 1 when a mean falls below its minimum, e.g. faithfulness=0.8,hit@5=0.9.")
 @click.pass_obj
-def run(settings: Settings, dataset: Path, url: str | None, out: Path | None, top_k: int, mode: str | None,
-        judge_model: str | None, fail_under: dict[str, float] | None) -> None:
+def run_command(settings: Settings, dataset: Path, url: str | None, out: Path | None, top_k: int, mode: str | None,
+                judge_model: str | None, fail_under: dict[str, float] | None) -> None:
     """Answer every question of DATASET (JSON Lines) as /ask does, judge and score it, and write a report."""
-    from rag.answer import askers
-    from rag.eval import dataset as datasets
-    from rag.eval import report
-    from rag.eval import run as evaluate
+    from rag.answer.askers import http_asker, local_asker
+    from rag.eval.dataset import QARow, load_jsonl
     from rag.eval.judge import Judge
+    from rag.eval.report import run_table, write_run_report
+    from rag.eval.run import run_dataset, run_meta, summarize
 
     out = out or Path("eval-runs") / _stamp()
-    started, clock = datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    timing = _timer()
     try:
-        rows = datasets.load_jsonl(dataset, datasets.QARow)
+        rows = load_jsonl(dataset, QARow)
         judge = Judge(settings, judge_model)
-        with (askers.http_asker(url, top_k, mode, settings.request_timeout) if url
-              else askers.local_asker(settings, top_k, mode, "rag eval")) as ask:
-            records = evaluate.run_dataset(rows, ask, judge, _progress("row"))
+        with (http_asker(url, top_k, mode, settings.request_timeout) if url
+              else local_asker(settings, top_k, mode, "rag eval")) as ask:
+            records = run_dataset(rows, ask, judge, _progress("row"))
     except RagError as exc:
         fail(exc.message)
-    meta = {"dataset": str(dataset), "started_at": started, "seconds": round(time.perf_counter() - clock, 1),
-            **evaluate.run_meta(settings, judge, top_k, mode, url)}
-    summary = evaluate.summarize(records, meta)
-    report.write_run_report(out, records, summary)
-    click.echo(report.console_table(summary))
-    click.echo(f"\nreport: {out / 'report.md'}")
+    summary = summarize(records, {"dataset": str(dataset), **timing(),
+                                  **run_meta(settings, judge, top_k, mode, url)})
+    write_run_report(out, records, summary)
+    _show(run_table(summary), out)
     _check(summary, fail_under)
 
 
@@ -101,7 +115,7 @@ def _check(summary: dict[str, Any], thresholds: dict[str, float] | None) -> None
 @click.option("--seed", type=int, default=0, show_default=True, help="Which chunks are sampled.")
 @click.option("--model", default=None, help="Ollama model that writes the questions (default RAG_CHAT_MODEL).")
 @click.pass_obj
-def generate(settings: Settings, out: Path, count: int, seed: int, model: str | None) -> None:
+def generate_command(settings: Settings, out: Path, count: int, seed: int, model: str | None) -> None:
     """Draft a dataset: one question per sampled chunk, labelled with that chunk's source. Review it."""
     from rag.eval.dataset import draft_dataset
 
@@ -125,28 +139,26 @@ def generate(settings: Settings, out: Path, count: int, seed: int, model: str | 
 @click.option("--threshold", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Score at or above which an answer counts as supported (1.0: every statement supported).")
 @click.pass_obj
-def validate(settings: Settings, cases: Path, runs: int, out: Path | None, judge_model: str | None,
-             threshold: float) -> None:
+def validate_command(settings: Settings, cases: Path, runs: int, out: Path | None, judge_model: str | None,
+                     threshold: float) -> None:
     """Score the labelled CASES with the judge: AUROC, balanced accuracy, failures, spread, and a baseline."""
-    from rag.eval import judge_check as judge_validation
-    from rag.eval import report
-    from rag.eval import run as evaluate
     from rag.eval.dataset import load_jsonl
     from rag.eval.judge import Judge
+    from rag.eval.judge_check import FaithfulnessCase, validate_judge, validation_summary
+    from rag.eval.report import validation_table, write_validation_report
+    from rag.eval.run import judge_meta
 
     out = out or Path("eval-runs") / f"validate-{_stamp()}"
     seeds = [settings.seed + i for i in range(runs)]
-    started, clock = datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    timing = _timer()
     try:
-        labelled = load_jsonl(cases, judge_validation.FaithfulnessCase)
-        records = judge_validation.validate_judge(labelled, lambda seed: Judge(settings, judge_model, seed), seeds,
-                                                  _progress("case"))
+        labelled = load_jsonl(cases, FaithfulnessCase)
+        records = validate_judge(labelled, lambda seed: Judge(settings, judge_model, seed), seeds, _progress("case"))
     except RagError as exc:
         fail(exc.message)
     judge = Judge(settings, judge_model)
-    meta = {"dataset": str(cases), "judge_model": judge.model, "judge_meta": evaluate.judge_meta(settings, judge),
-            "started_at": started, "seconds": round(time.perf_counter() - clock, 1)}
-    summary = judge_validation.validation_summary(records, threshold, meta)
-    report.write_validation_report(out, records, summary)
-    click.echo(report.validation_table(summary))
-    click.echo(f"\nreport: {out / 'report.md'}")
+    meta = {"dataset": str(cases), "judge_model": judge.model, "judge_meta": judge_meta(settings, judge),
+            **timing()}
+    summary = validation_summary(records, threshold, meta)
+    write_validation_report(out, records, summary)
+    _show(validation_table(summary), out)

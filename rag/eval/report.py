@@ -1,15 +1,31 @@
-"""Evaluation reports: the console table, results.jsonl, summary.json, report.md and its PNG charts."""
+"""Evaluation reports: the console tables, results.jsonl, summary.json, report.md and its PNG charts.
+
+The charts need matplotlib, the optional `eval` extra; without it a report is complete but for them.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rag.eval.run import METRICS, STAGES
 
 FIGURE_DPI = 110
+NO_CHARTS = "charts skipped: matplotlib is not installed; pip install -e '.[eval]' adds them"
+
+Chart = Callable[[Path], None]  # draws one PNG at the path given
+
+
+def can_draw() -> bool:
+    """Whether matplotlib imports; asked when a report is written, never at import time."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -33,7 +49,7 @@ def _ci(m: dict[str, Any]) -> str:
 # -- text -------------------------------------------------------------------------------------------
 
 
-def console_table(summary: dict[str, Any]) -> str:
+def run_table(summary: dict[str, Any]) -> str:
     lines = [f"{'metric':<14}{'mean':>8}  {'95% CI':<18}{'n':>4}"]
     for name in METRICS:
         m = summary["metrics"][name]
@@ -92,8 +108,12 @@ def run_markdown(summary: dict[str, Any], records: Sequence[dict[str, Any]], cha
               "## Latency (ms per row)", "", "| stage | p50 | p95 | n |", "|---|---|---|---|"]
     lines += [f"| {s} | {_num(p['p50'], 1)} | {_num(p['p95'], 1)} | {p['n']} |"
               for s, p in summary["latency_ms"].items()]
-    lines += ["", "## Charts", ""] + [f"![{name}]({name})\n" for name in charts]
-    return "\n".join(lines + _rows_to_read(records) + DEFINITIONS)
+    return "\n".join(lines + _charts(charts) + _rows_to_read(records) + DEFINITIONS)
+
+
+def _charts(names: Sequence[str]) -> list[str]:
+    shown = [f"![{name}]({name})\n" for name in names] or [f"{NO_CHARTS.capitalize()}.\n"]
+    return ["", "## Charts", "", *shown]
 
 
 def _rows_to_read(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -150,8 +170,7 @@ def validation_markdown(summary: dict[str, Any], charts: Sequence[str]) -> str:
     lines += ["", "| language | judge AUROC (mean over runs) | baseline AUROC |", "|---|---|---|"]
     lines += [f"| {lang} | {_num(v)} | {_num(b['auroc_by_lang'].get(lang))} |"
               for lang, v in j["auroc_by_lang"].items()]
-    lines += ["", "## Charts", ""] + [f"![{name}]({name})\n" for name in charts]
-    return "\n".join(lines)
+    return "\n".join(lines + _charts(charts))
 
 
 # -- charts (matplotlib's Agg canvas, imported only when a report is written) -----------------------
@@ -240,21 +259,25 @@ def validation_chart(records: Sequence[dict[str, Any]], summary: dict[str, Any],
 # -- whole reports ----------------------------------------------------------------------------------
 
 
-def write_run_report(out: Path, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+def _write(out: Path, records: Sequence[dict[str, Any]], summary: dict[str, Any], charts: Mapping[str, Chart],
+           markdown: Callable[[list[str]], str]) -> list[Path]:
+    """results.jsonl, summary.json, the charts when matplotlib is there, and report.md; the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "results.jsonl", records)
     write_json(out / "summary.json", summary)
-    charts = {"scores.png": score_chart, "faithfulness_by_hit.png": hit_chart, "latency.png": latency_chart}
-    for name, draw in charts.items():
-        draw(records, out / name)
-    (out / "report.md").write_text(run_markdown(summary, records, list(charts)), encoding="utf-8")
-    return [out / n for n in ("report.md", "summary.json", "results.jsonl", *charts)]
+    drawn = list(charts) if can_draw() else []
+    for name in drawn:
+        charts[name](out / name)
+    (out / "report.md").write_text(markdown(drawn), encoding="utf-8")
+    return [out / n for n in ("report.md", "summary.json", "results.jsonl", *drawn)]
+
+
+def write_run_report(out: Path, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+    charts = {"scores.png": partial(score_chart, records), "faithfulness_by_hit.png": partial(hit_chart, records),
+              "latency.png": partial(latency_chart, records)}
+    return _write(out, records, summary, charts, partial(run_markdown, summary, records))
 
 
 def write_validation_report(out: Path, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "results.jsonl", records)
-    write_json(out / "summary.json", summary)
-    validation_chart(records, summary, out / "scores_by_label.png")
-    (out / "report.md").write_text(validation_markdown(summary, ["scores_by_label.png"]), encoding="utf-8")
-    return [out / n for n in ("report.md", "summary.json", "results.jsonl", "scores_by_label.png")]
+    charts = {"scores_by_label.png": partial(validation_chart, records, summary)}
+    return _write(out, records, summary, charts, partial(validation_markdown, summary))

@@ -15,7 +15,7 @@ from matplotlib import image
 
 from ingest.run import ingest_folder
 from rag.cli import main
-from tests.support.helpers import CHINESE, ENGLISH, free_port, make_settings, write
+from tests.support.helpers import CHINESE, ENGLISH, dead_url, free_port, make_settings, write
 from tests.support.servers import wait_http
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,11 +40,14 @@ def workdir(tmp_path: Path, fast_engine: str, monkeypatch: pytest.MonkeyPatch) -
     return tmp_path
 
 
-def rag_eval(url: str, *args: str) -> Result:
+def eval_env(url: str, **overrides: str) -> dict[str, str]:
     # An absolute path: Chroma caches its clients by path within a process.
-    env = {"OLLAMA_HOST": url, "RAG_STORAGE_DIR": str(Path.cwd() / "storage"), "RAG_MIN_SCORE": "0",
-           "RAG_REQUEST_TIMEOUT": "60"}
-    return CliRunner().invoke(main, ["eval", *args], env=env, catch_exceptions=False)
+    return {"OLLAMA_HOST": url, "RAG_STORAGE_DIR": str(Path.cwd() / "storage"), "RAG_MIN_SCORE": "0",
+            "RAG_REQUEST_TIMEOUT": "60", **overrides}
+
+
+def rag_eval(url: str, *args: str, **env: str) -> Result:
+    return CliRunner().invoke(main, ["eval", *args], env=eval_env(url, **env), catch_exceptions=False)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -96,12 +99,30 @@ def test_malformed_fail_under_and_dataset_are_usage_errors(workdir, fast_engine)
 
 def test_a_question_with_nothing_relevant_is_an_abstention_not_a_score(workdir, fast_engine):
     write(workdir / "off.jsonl", json.dumps({"question": "zzz qqq xxyyzz?"}) + "\n")
-    env = {"OLLAMA_HOST": fast_engine, "RAG_STORAGE_DIR": str(workdir / "storage"), "RAG_MIN_SCORE": "0.99"}
-    result = CliRunner().invoke(main, ["eval", "run", "off.jsonl", "--out", "out"], env=env)
+    result = rag_eval(fast_engine, "run", "off.jsonl", "--out", "out", RAG_MIN_SCORE="0.99")
     assert result.exit_code == 0, result.output
     summary = json.loads((workdir / "out" / "summary.json").read_text())
     assert summary["counts"] == {"scored": 0, "judge_failed": 0, "abstained": 1, "answer_failed": 0}
     assert summary["metrics"]["faithfulness"]["mean"] is None
+
+
+def test_run_without_matplotlib_writes_the_report_without_charts_and_says_how_to_get_them(workdir, fast_engine):
+    # matplotlib is the optional `eval` extra: a real `rag eval run` process in which it cannot be imported.
+    no_matplotlib = "import sys; sys.modules['matplotlib'] = None; from rag.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", no_matplotlib, "eval", "run", "qa.jsonl", "--out", "out"],
+                          cwd=workdir, env={**os.environ, **eval_env(fast_engine)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    hint = "pip install -e '.[eval]'"
+    assert (done.stdout + done.stderr).count(hint) == 1
+    out = workdir / "out"
+    assert not list(out.glob("*.png"))
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert hint in report
+    assert "](" not in report.split("## Charts")[1].split("##")[0]  # no image links to missing files
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["counts"]["scored"] == 3  # everything else is there
 
 
 @pytest.fixture
@@ -144,8 +165,6 @@ def test_a_refused_question_is_recorded_and_the_run_goes_on(workdir, fast_engine
 
 
 def test_rag_serve_down_stops_the_run_with_exit_2(workdir, fast_engine):
-    from tests.support.helpers import dead_url
-
     result = rag_eval(fast_engine, "run", "qa.jsonl", "--url", dead_url(), "--out", "out")
     assert result.exit_code == 2
     assert "cannot reach rag serve" in result.output
