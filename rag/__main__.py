@@ -3,4 +3,4 @@
 from rag.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="rag")  # its help says `rag ...`, as the installed command's does

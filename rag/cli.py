@@ -1,4 +1,8 @@
-"""The `rag` command: ingest, ask, serve, status, engine. Builds the settings and configures logging."""
+"""The `rag` command: ingest, ask, serve, status, check, engine, eval.
+
+Each command builds the settings it needs when it runs (so `--help` and `--version` work whatever the
+environment holds) and configures logging from them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -17,22 +22,15 @@ from rag.console import EXIT_ERROR, fail, progress_bar
 from rag.errors import RagError
 from rag.eval.cli import eval_group
 
-log = logging.getLogger("rag")
-
 EXIT_OK, EXIT_FILES_FAILED = 0, 1
+PACKAGE = "ollama-rag"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"RAG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        fail(f"invalid settings: {problems}")
-
-
-def _setup_logging(settings: Settings, verbose: bool = False) -> None:
+def _setup_logging(level: str, verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, settings.log_level),
+        level=logging.DEBUG if verbose else getattr(logging, level),
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -40,14 +38,50 @@ def _setup_logging(settings: Settings, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _invalid(exc: ValidationError, prefix: str) -> NoReturn:
+    """One error line naming each bad variable (a field read under its own name, like OLLAMA_HOST, keeps it)."""
+
+    def variable(loc: tuple[int | str, ...]) -> str:
+        name = "_".join(map(str, loc))
+        return name if name.isupper() else f"{prefix}{name.upper()}"
+
+    fail("invalid settings: " + "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in exc.errors()))
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The settings, built and checked once per run (an invalid one is one error line), logging set from them."""
+    root = ctx.find_root()
+    if "settings" not in root.meta:
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            _invalid(exc, "RAG_")
+        _setup_logging(settings.log_level, root.meta["verbose"])
+        root.meta["settings"] = settings
+    return root.meta["settings"]  # type: ignore[no-any-return]
+
+
+def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P, R]:
+    """Like click.pass_obj, with the settings built when the command runs, after its options are parsed."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return command(_settings(click.get_current_context()), *args, **kwargs)
+
+    return run
+
+
 @click.group()
+@click.version_option(package_name=PACKAGE, prog_name="rag")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Offline-first question answering over your documents, with Ollama models."""
-    settings = _settings()
-    _setup_logging(settings, verbose)
-    ctx.obj = settings
+    ctx.meta["verbose"] = verbose
+    if ctx.invoked_subcommand == "eval":
+        # `rag eval`'s commands take the settings as click's obj (click.pass_obj), so they are built before
+        # its subcommand reads its options; the other commands build them only when they run.
+        ctx.obj = _settings(ctx)
 
 
 def _progress(total: int) -> Callable[[int], None]:
@@ -65,7 +99,7 @@ def _progress(total: int) -> Callable[[int], None]:
     "--follow-symlinks", is_flag=True,
     help="Include what symbolic links inside FOLDER point to; links out of FOLDER are never followed.",
 )
-@click.pass_obj
+@pass_settings
 def ingest(
     settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool, follow_symlinks: bool
 ) -> None:
@@ -115,7 +149,7 @@ def _print_answer(answer: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON answer.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default=None,
               help="Retrieval mode (default RAG_RETRIEVAL_MODE, hybrid).")
-@click.pass_obj
+@pass_settings
 def ask(
     settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None
 ) -> None:
@@ -137,7 +171,7 @@ def ask(
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default RAG_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default RAG_PORT, 8080).")
-@click.pass_obj
+@pass_settings
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """Serve the HTTP API (/ask, /retrieve, /documents, /health; docs at /docs)."""
     import uvicorn
@@ -150,12 +184,12 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 @main.command()
-@click.pass_obj
+@pass_settings
 def status(settings: Settings) -> None:
     """What is indexed, and whether Ollama and both models are there."""
     from ingest.manifest import Manifest
     from ingest.sync import manifest_path
-    from rag import ollama as llm
+    from rag import ollama
 
     manifest = Manifest.load(manifest_path(settings))
     click.echo(f"storage:     {settings.storage_dir}" + (f" (Chroma server {settings.chroma_host}:"
@@ -166,13 +200,13 @@ def status(settings: Settings) -> None:
     _keyword_status(settings)
     click.echo(f"ollama:      {settings.ollama_url}")
     try:
-        missing = llm.missing_models(settings)
+        missing = ollama.missing_models(settings)
     except RagError as exc:
         click.echo(f"  unreachable: {exc.message}")
         sys.exit(EXIT_ERROR)
     for model in (settings.chat_model, settings.embed_model):
         click.echo(f"  {model}: " + ("missing; run: ollama pull " + model if model in missing else "present"))
-    if failure := llm.generation_failure(settings):
+    if failure := ollama.generation_failure(settings):
         click.echo(f"  cannot generate: {failure}")
     sys.exit(EXIT_ERROR if missing or failure else EXIT_OK)
 
@@ -189,7 +223,7 @@ def _keyword_status(settings: Settings) -> None:
 
 @main.command()
 @click.option("--repair", is_flag=True, help="Make them agree: drop chunks no file owns, fill in missing ones.")
-@click.pass_obj
+@pass_settings
 def check(settings: Settings, repair: bool) -> None:
     """Check that Chroma, the keyword index and the manifest hold the same chunks; exit 1 when they do not."""
     from ingest.reconcile import check_store
@@ -213,15 +247,33 @@ def check(settings: Settings, repair: bool) -> None:
     sys.exit(EXIT_FILES_FAILED)
 
 
-@main.command()
-def engine() -> None:
-    """Run the bundled local engine: Ollama's HTTP API with smollm2:135m and all-minilm, offline."""
+class EngineCommand(click.Command):
+    """`rag engine --help` ends with the variables the engine reads, listed from EngineSettings itself."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from rag.engine.config import EngineSettings
+
+        with formatter.section("Environment"):
+            formatter.write_dl(EngineSettings.variables())
+
+
+@main.command(cls=EngineCommand)
+@click.pass_context
+def engine(ctx: click.Context) -> None:
+    """Run the bundled local engine: Ollama's HTTP API with smollm2:135m and all-minilm, offline.
+
+    It reads only its own settings (below), not the RAG_* ones of the other commands."""
     from rag.engine.config import EngineSettings
     from rag.engine.selfcheck import SelfCheckFailed
     from rag.engine.server import serve as serve_engine
 
     try:
-        serve_engine(EngineSettings())
+        settings = EngineSettings()
+    except ValidationError as exc:
+        _invalid(exc, "RAG_ENGINE_")
+    _setup_logging(settings.log_level, ctx.find_root().meta["verbose"])
+    try:
+        serve_engine(settings)
     except SelfCheckFailed as exc:
         fail(str(exc))
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from fpdf import FPDF
 
+from rag.engine.config import EngineSettings
 from tests.support.helpers import CHINESE, ENGLISH, dead_url, write
 
 
@@ -125,3 +127,35 @@ def test_ask_with_only_spaces_is_a_one_line_error(tmp_path, fast_engine):
         result = rag(tmp_path, fast_engine, "ask", blank)
         assert result.returncode == 2
         assert result.stderr == "error: question: must contain more than spaces\n"
+
+
+def test_help_and_version_work_whatever_the_settings_hold(tmp_path):
+    for args in (["--help"], ["engine", "--help"], ["ingest", "--help"], ["status", "--help"]):
+        result = rag(tmp_path, dead_url(), *args, RAG_TOP_K="0")
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Usage: rag" in result.stdout
+    version = rag(tmp_path, dead_url(), "--version", RAG_TOP_K="0")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"rag, version {metadata.version('ollama-rag')}\n"
+
+
+def test_engine_help_lists_every_variable_the_engine_reads(tmp_path):
+    result = rag(tmp_path, dead_url(), "engine", "--help", RAG_TOP_K="0")
+    assert result.returncode == 0, result.stderr
+    assert "OLLAMA_HOST" in result.stdout
+    for variable, _ in EngineSettings.variables():
+        assert variable in result.stdout, variable
+
+
+def test_a_command_that_needs_an_invalid_setting_is_one_error_line(tmp_path):
+    result = rag(tmp_path, dead_url(), "status", RAG_TOP_K="0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings: RAG_TOP_K: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_engine_names_its_own_invalid_variable_in_one_line(tmp_path):
+    result = rag(tmp_path, dead_url(), "engine", OLLAMA_NUM_PARALLEL="0", RAG_TOP_K="0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings: OLLAMA_NUM_PARALLEL: ")
+    assert len(result.stderr.splitlines()) == 1
