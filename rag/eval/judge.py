@@ -32,7 +32,7 @@ MAX_STATEMENTS_PER_SENTENCE = 3
 MAX_TEXT = 200  # characters per statement or reason: a small model must not ramble out of its budget
 
 _CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_ANSWER_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _NUMBERING = re.compile(r"^\d+(?:[.)]\s+|、\s*)")
 
 STATEMENTS_PROMPT = (
@@ -69,7 +69,7 @@ def answer_sentences(text: str) -> list[str]:
     Not ingest.chunking.split_sentences, which gives character spans of a document for chunking.
     """
     flat = _CITATION.sub("", text)
-    return [s.strip() for s in _SENTENCE_END.split(flat) if re.search(r"\w", s)]
+    return [s.strip() for s in _ANSWER_SENTENCE_END.split(flat) if re.search(r"\w", s)]
 
 
 def _array(items: dict[str, Any], low: int, high: int) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def prompts_sha256() -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _numbered(lines: Sequence[str]) -> str:
+def _numbered_lines(lines: Sequence[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, start=1))
 
 
@@ -223,7 +223,7 @@ class Judge:
         if not sentences:
             raise JudgeFailed("the answer has no sentence to judge")
         messages = [{"role": "system", "content": STATEMENTS_PROMPT},
-                    {"role": "user", "content": f"Question: {question}\n\nSentences:\n{_numbered(sentences)}"}]
+                    {"role": "user", "content": f"Question: {question}\n\nSentences:\n{_numbered_lines(sentences)}"}]
         per_sentence = self.chat.ask(
             messages, statements_schema(len(sentences)),
             lambda reply: [_statements_of(item) for item in _items(reply, "sentences", len(sentences))], raw,
@@ -234,7 +234,7 @@ class Judge:
         texts = [s for _, s in statements]
         joined = "\n\n".join(context)
         messages = [{"role": "system", "content": VERDICTS_PROMPT},
-                    {"role": "user", "content": f"Context:\n{joined}\n\nStatements:\n{_numbered(texts)}"}]
+                    {"role": "user", "content": f"Context:\n{joined}\n\nStatements:\n{_numbered_lines(texts)}"}]
 
         def check(reply: Any) -> list[Verdict]:
             out = []
