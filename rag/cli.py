@@ -265,7 +265,7 @@ def engine(ctx: click.Context) -> None:
     It reads only its own settings (below), not the RAG_* ones of the other commands."""
     from rag.engine.config import EngineSettings
     from rag.engine.selfcheck import SelfCheckFailed
-    from rag.engine.server import serve as serve_engine
+    from rag.engine.server import serve_engine
 
     try:
         settings = EngineSettings()

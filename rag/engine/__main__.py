@@ -6,14 +6,14 @@ import logging
 
 from rag.engine.config import EngineSettings
 from rag.engine.selfcheck import SelfCheckFailed
-from rag.engine.server import serve
+from rag.engine.server import serve_engine
 
 
 def main() -> None:
     settings = EngineSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        serve(settings)
+        serve_engine(settings)
     except SelfCheckFailed as exc:
         logging.getLogger("rag.engine").error("%s", exc)
         raise SystemExit(2) from None

@@ -1,4 +1,4 @@
-"""The engine's HTTP server: the app factory `create_app(settings)`, its error mapping, and `serve`."""
+"""The engine's HTTP server: its app factory `create_engine_app`, its error mapping, and `serve_engine`."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def create_app(settings: EngineSettings) -> FastAPI:
+def create_engine_app(settings: EngineSettings) -> FastAPI:
     """The engine app; models load on first use and live on app.state.engine until shutdown."""
 
     @asynccontextmanager
@@ -128,7 +128,7 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: EngineSettings) -> None:
+def serve_engine(settings: EngineSettings) -> None:
     """Run the engine until interrupted (Ctrl-C stops it cleanly).
 
     Raises SelfCheckFailed, before listening, when the chat model cannot generate on this machine."""
@@ -137,7 +137,7 @@ def serve(settings: EngineSettings) -> None:
     if settings.self_check:
         self_check(settings)
     logger.info("engine listening on %s:%s", host, port)
-    app = create_app(settings)
+    app = create_engine_app(settings)
     config = uvicorn.Config(
         app,
         host=host,
