@@ -48,6 +48,10 @@ def format_host_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+# The retrieval modes, named once: here, as settings sit below everything (rag.answer.models re-exports it).
+Mode = Literal["hybrid", "vector", "keyword"]
+
+
 class Settings(BaseSettings):
     """Everything configurable, from the environment (RAG_*, OLLAMA_HOST) or a `.env` file."""
 
@@ -92,7 +96,7 @@ class Settings(BaseSettings):
     min_score: float = Field(
         default=0.2, description="Below this cosine similarity a chunk is not relevant to the question."
     )
-    retrieval_mode: Literal["hybrid", "vector", "keyword"] = Field(
+    retrieval_mode: Mode = Field(
         default="hybrid", description="hybrid: BM25 keywords fused with vectors; vector or keyword alone."
     )
     fusion: Literal["weighted", "rrf"] = Field(

@@ -20,14 +20,11 @@ Ask = Callable[[str], dict[str, Any]]
 @contextmanager
 def local_asker(settings: Settings, top_k: int | None, mode: str | None, who: str) -> Iterator[Ask]:
     """The in-process pipeline, holding the store lock (named after `who`) while it is open."""
-    from rag import ollama as llm
     from rag.answer.pipeline import RagPipeline
-    from rag.index.chroma import ChromaStore
     from rag.index.lock import store_lock
 
     with store_lock(settings, who) if not settings.chroma_host else nullcontext():
-        store = ChromaStore.open(settings)
-        pipeline = RagPipeline(settings, store, llm.build_llm(settings), llm.build_embed_model(settings))
+        pipeline = RagPipeline.open(settings)
         yield lambda question: pipeline.ask(question, top_k, mode=mode).to_dict()
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -17,7 +15,9 @@ from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from rag import ollama as ollama_adapter
 from rag.answer.fusion import Candidate, candidates, fuse
+from rag.answer.models import BLANK, MODES, Answer, Mode, Source, is_blank
 from rag.answer.prompts import (
     NO_ANSWER,
     NOT_COVERED,
@@ -32,54 +32,11 @@ from rag.config import Settings
 from rag.errors import BadRequest
 from rag.index.bm25 import KeywordIndex
 from rag.index.chroma import ChromaStore
+from rag.index.tokens import segmenter
 from rag.ollama import ollama_errors
 
 log = logging.getLogger(__name__)
 
-MODES = ("hybrid", "vector", "keyword")
-BLANK = "must contain more than spaces"
-_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})  # controls, zero-width marks, every kind of space
-
-
-def is_blank(text: str) -> bool:
-    """Nothing but whitespace and invisible marks: "   ", "\\t\\n", NBSP, U+3000, a zero-width space."""
-    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
-
-
-@dataclass
-class Source:
-    n: int
-    source: str
-    page: int | None
-    chunk_id: str
-    score: float
-    text: str
-    start: int | None = None
-    end: int | None = None
-    # What each side said (rank 1 is best; None: that side did not return the chunk). `score` is the
-    # fused score in hybrid mode, the cosine in vector mode, the BM25 score in keyword mode.
-    vector_score: float | None = None
-    vector_rank: int | None = None
-    keyword_score: float | None = None
-    keyword_rank: int | None = None
-    fused_score: float | None = None
-
-
-DEBUG_FIELDS = ("vector_score", "vector_rank", "keyword_score", "keyword_rank", "fused_score")
-
-
-@dataclass
-class Answer:
-    answer: str
-    sources: list[Source]
-    model: str
-    abstained: bool
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    mode: str | None = None  # the retrieval mode in effect
-    warnings: list[dict[str, str]] = field(default_factory=list)  # {"code", "message"}: sources left out...
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ChromaRetriever(BaseRetriever):
@@ -99,18 +56,6 @@ class ChromaRetriever(BaseRetriever):
                           score=h.score)
             for h in self._store.query(vector, self._top_k)
         ]
-
-
-def to_sources(nodes: list[NodeWithScore]) -> list[Source]:
-    out = []
-    for n, node in enumerate(nodes, start=1):
-        meta = node.node.metadata
-        out.append(Source(
-            n=n, source=meta.get("source", "?"), page=meta.get("page"), chunk_id=node.node.node_id,
-            score=round(float(node.score or 0.0), 4), text=node.node.get_content(),
-            start=meta.get("start"), end=meta.get("end"),
-        ))
-    return out
 
 
 def _source(n: int, c: Candidate, text: str, meta: dict[str, Any], mode: str) -> Source:
@@ -143,15 +88,31 @@ class RagPipeline:
         self.store = store
         self.llm = llm
         self.embed_model = embed_model
-        # Loaded once here (or by the app's lifespan), never per query.
+        # Loaded once here (or by `open`), never per query.
         self.keywords = keywords if keywords is not None else KeywordIndex.open(settings)
 
-    def mode_for(self, requested: str | None = None) -> str:
+    @classmethod
+    def open(cls, settings: Settings, store: ChromaStore | None = None, llm: LLM | None = None) -> RagPipeline:
+        """The pipeline as every caller builds it: the store (opened unless given), the keyword index loaded
+        once with jieba warmed up, the chat model and the embedder from settings. Taking the store lock is
+        the caller's part, as it spans the pipeline's life."""
+        keywords = KeywordIndex.open(settings)
+        if keywords.available:
+            segmenter()  # jieba's dictionary loads now, not on the first Chinese question
+        return cls(
+            settings,
+            store or ChromaStore.open(settings),
+            llm or ollama_adapter.build_llm(settings),
+            ollama_adapter.build_embed_model(settings),
+            keywords,
+        )
+
+    def mode_for(self, requested: str | None = None) -> Mode:
         """The mode a question is answered in: the one asked for, or vector when the keyword index is out."""
         mode = requested or self.settings.retrieval_mode
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        return mode if mode == "vector" or self.keywords.available else "vector"
+        return cast(Mode, mode) if mode == "vector" or self.keywords.available else "vector"
 
     def retrieve(
         self, question: str, top_k: int | None = None, mode: str | None = None, vector: list[float] | None = None
@@ -266,8 +227,9 @@ def require_question(question: str) -> None:
 
 def _answer(events: list[dict[str, Any]]) -> Answer:
     done = events[-1]
-    return Answer(done["answer"], events[0]["sources"], done["model"], done["abstained"], done["timings_ms"],
-                  done["mode"], done["warnings"])
+    return Answer(answer=done["answer"], sources=events[0]["sources"], model=done["model"],
+                  abstained=done["abstained"], timings_ms=done["timings_ms"], mode=done["mode"],
+                  warnings=done["warnings"])
 
 
 class _Turn:

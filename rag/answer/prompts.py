@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llama_index.core.llms import ChatMessage, MessageRole
 
+from rag.answer.models import Source
 from rag.config import Settings
 from rag.index.tokens import CJK
-
-if TYPE_CHECKING:
-    from rag.answer.pipeline import Source
 
 _CJK = re.compile(rf"[{CJK}]")
 _WORD = re.compile(r"[A-Za-z]+")

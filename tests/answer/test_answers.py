@@ -6,7 +6,6 @@ from __future__ import annotations
 from ingest.run import ingest_folder
 from rag import ollama as llm
 from rag.answer.pipeline import NO_ANSWER, RagPipeline
-from rag.index.chroma import ChromaStore
 from tests.support.helpers import CHINESE, ENGLISH, make_settings, write
 from tests.support.scripted_ollama import scripted_ollama
 
@@ -18,7 +17,7 @@ def test_an_empty_generation_becomes_a_no_answer_notice_with_the_sources(tmp_pat
     ingest_folder(tmp_path / "docs", settings)
     with scripted_ollama([""]) as (chat_url, script):
         chat = llm.build_llm(make_settings(tmp_path, chat_url))
-        pipeline = RagPipeline(settings, ChromaStore.open(settings), chat, llm.build_embed_model(settings))
+        pipeline = RagPipeline.open(settings, llm=chat)
         english = pipeline.ask("When are the pumps inspected?")
         chinese = pipeline.ask("备份文件保存多久？")
     assert len(script.requests) == 2  # the model was asked, and answered nothing

@@ -1,0 +1,69 @@
+"""The answering domain model: a retrieval mode, a source, an answer. The HTTP API returns these as they are."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, Field
+
+from rag.config import Mode
+
+MODES: tuple[str, ...] = get_args(Mode)
+MODE_HELP = "Retrieval: keywords and vectors fused (hybrid), or one alone. Default RAG_RETRIEVAL_MODE."
+
+BLANK = "must contain more than spaces"
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})  # controls, zero-width marks, every kind of space
+
+
+def is_blank(text: str) -> bool:
+    """Nothing but whitespace and invisible marks: "   ", "\\t\\n", NBSP, U+3000, a zero-width space."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+class Source(BaseModel):
+    """One retrieved chunk, numbered as the chat model sees it."""
+
+    n: int
+    source: str
+    page: int | None
+    chunk_id: str
+    score: float
+    text: str
+    start: int | None = None
+    end: int | None = None
+    # What each side said (rank 1 is best; None: that side did not return the chunk). `score` is the
+    # fused score in hybrid mode, the cosine in vector mode, the BM25 score in keyword mode.
+    # The API gives them only with `debug: true`.
+    vector_score: float | None = None
+    vector_rank: int | None = None
+    keyword_score: float | None = None
+    keyword_rank: int | None = None
+    fused_score: float | None = None
+
+    def public(self, debug: bool = False) -> dict[str, Any]:
+        """As the API gives it: without the debug fields (left out, not null) unless asked for."""
+        return self.model_dump(exclude=None if debug else set(DEBUG_FIELDS))
+
+
+DEBUG_FIELDS = ("vector_score", "vector_rank", "keyword_score", "keyword_rank", "fused_score")
+
+
+class AnswerWarning(BaseModel):
+    code: Literal["sources_left_out", "prompt_truncated"]
+    message: str
+
+
+class Answer(BaseModel):
+    answer: str
+    sources: list[Source]
+    model: str
+    abstained: bool
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
+    warnings: list[AnswerWarning] = Field(
+        default_factory=list, description="What the answer may suffer from: sources left out, a prompt cut."
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()

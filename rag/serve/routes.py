@@ -1,0 +1,125 @@
+"""The routes: each handler validates, calls the pipeline through a typed dependency, and shapes the reply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from rag import ollama as ollama_adapter
+from rag.answer.models import Source
+from rag.answer.pipeline import RagPipeline
+from rag.errors import RagError
+from rag.serve.disconnect import CancellingStream, while_connected
+from rag.serve.schemas import (
+    ERRORS,
+    AskRequest,
+    AskResponse,
+    DocumentsResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+)
+
+router = APIRouter()
+
+
+def get_pipeline(request: Request) -> RagPipeline:
+    pipeline: RagPipeline = request.app.state.pipeline
+    return pipeline
+
+
+Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
+
+
+@router.post("/ask", response_model=AskResponse, response_model_exclude_unset=True, responses=ERRORS)
+async def ask(body: AskRequest, request: Request, pipeline: Pipeline) -> Any:
+    """Answer from the indexed documents, citing numbered sources. `stream: true` gives NDJSON.
+
+    A client that disconnects cancels its retrieval and generation, down to the request to Ollama.
+    """
+    if body.stream:
+        events = pipeline.aask_stream(body.question, body.top_k, mode=body.mode)
+        first = await while_connected(request, anext(events))  # retrieval errors get their status code
+        return CancellingStream(_ndjson(first, events, body.debug), media_type="application/x-ndjson")
+    answer = await while_connected(request, pipeline.aask(body.question, body.top_k, mode=body.mode))
+    return {**answer.to_dict(), "sources": _public(answer.sources, body.debug)}
+
+
+@router.post("/retrieve", response_model=RetrieveResponse, response_model_exclude_unset=True, responses=ERRORS)
+async def retrieve(body: RetrieveRequest, request: Request, pipeline: Pipeline) -> Any:
+    """The chunks `/ask` would use, with their scores; no generation. `debug: true` shows both sides."""
+    mode = pipeline.mode_for(body.mode)
+    found = await while_connected(request, pipeline.aretrieve(body.question, body.top_k, mode))
+    return {"sources": _public(found, body.debug), "mode": mode}
+
+
+@router.get("/documents", response_model=DocumentsResponse, responses=ERRORS)
+def documents(pipeline: Pipeline) -> Any:
+    """What is indexed, per source file, with chunk counts."""
+    counts = pipeline.store.sources() if pipeline.store.exists() else {}
+    docs = [{"source": s, "chunks": n} for s, n in sorted(counts.items())]
+    return {"documents": docs, "total_chunks": sum(counts.values())}
+
+
+@router.get("/health")
+def health(pipeline: Pipeline) -> JSONResponse:
+    """Ollama reachable (asked with RAG_HEALTH_TIMEOUT), both models present, store readable; else 503."""
+    report = health_report(pipeline)
+    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+def _public(sources: list[Source], debug: bool) -> list[dict[str, Any]]:
+    # The debug fields are left out, not null: the response reads as it did before hybrid retrieval.
+    return [s.public(debug) for s in sources]
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+
+async def _ndjson(
+    first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None], debug: bool
+) -> AsyncIterator[bytes]:
+    try:
+        event: dict[str, Any] | None = first
+        while event is not None:
+            if event["type"] == "sources":
+                event = {**event, "sources": _public(event["sources"], debug)}
+            yield _line(event)
+            event = await anext(events, None)
+    except RagError as exc:
+        # Headers are gone already: the error travels as the stream's last record.
+        yield _line({"type": "error", "error": {"code": exc.code, "message": exc.message}})
+    finally:
+        await events.aclose()  # closes the request to Ollama when the stream ends early
+
+
+def health_report(pipeline: RagPipeline) -> dict[str, Any]:
+    settings = pipeline.settings
+    ollama: dict[str, Any] = {"url": settings.ollama_url, "reachable": False}
+    try:
+        missing = ollama_adapter.missing_models(settings)
+        ollama.update(reachable=True, models={
+            m: m not in missing for m in (settings.chat_model, settings.embed_model)
+        })
+        if missing:
+            ollama["hint"] = "; ".join(f"ollama pull {m}" for m in missing)
+        if failure := ollama_adapter.generation_failure(settings):
+            ollama["generation_error"] = failure
+    except RagError as exc:
+        ollama["error"] = exc.message
+        missing = []
+    store: dict[str, Any] = {"readable": False}
+    try:
+        store.update(readable=True, chunks=pipeline.store.count())
+        if pipeline.store.exists():
+            store["embed_model"], store["embed_dim"] = pipeline.store.indexed_model()
+    except RagError as exc:
+        store["error"] = exc.message
+    ok = ollama["reachable"] and not missing and "generation_error" not in ollama and store["readable"]
+    # A keyword index that is out does not fail the check: questions are still answered, by vectors.
+    keyword = {**pipeline.keywords.health(), "mode": pipeline.mode_for()}
+    return {"status": "ok" if ok else "degraded", "ollama": ollama, "store": store, "keyword": keyword}

@@ -1,0 +1,71 @@
+"""The HTTP request and response models. Sources and answers are the domain's own (rag.answer.models)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from rag.answer.models import BLANK, MODE_HELP, Answer, Mode, Source, is_blank
+
+DEBUG_HELP = "Give each source its vector, keyword and fused scores and ranks."
+
+
+def _not_blank(question: str) -> str:
+    if is_blank(question):
+        raise PydanticCustomError("blank", BLANK)
+    return question
+
+
+Question = Annotated[
+    str,
+    Field(min_length=1, max_length=4000, description="The question, in any language; not only spaces."),
+    AfterValidator(_not_blank),
+]
+
+
+class RetrieveRequest(BaseModel):
+    question: Question
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks to retrieve.")
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
+    debug: bool = Field(default=False, description=DEBUG_HELP)
+
+
+class AskRequest(RetrieveRequest):
+    stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
+
+
+AskResponse = Answer
+
+
+class RetrieveResponse(BaseModel):
+    sources: list[Source]
+    mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
+
+
+class DocumentOut(BaseModel):
+    source: str
+    chunks: int
+
+
+class DocumentsResponse(BaseModel):
+    documents: list[DocumentOut]
+    total_chunks: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "A Host header this server does not answer to"},
+    409: {"model": ErrorResponse, "description": "Embedding model mismatch, or nothing indexed"},
+    422: {"model": ErrorResponse, "description": "Bad input"},
+    503: {"model": ErrorResponse, "description": "Ollama unreachable, or a model not pulled"},
+}
