@@ -48,7 +48,7 @@ def hold_lock(tmp_path: Path) -> subprocess.Popen:
     code = (
         "import sys, time\n"
         "from rag.config import Settings\n"
-        "from rag.lock import store_lock\n"
+        "from rag.index.lock import store_lock\n"
         f"s = Settings(_env_file=None, storage_dir={str(tmp_path / 'storage')!r})\n"
         "with store_lock(s, 'rag ingest'):\n"
         "    print('locked', flush=True)\n"
