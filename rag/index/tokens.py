@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from functools import cache
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -41,22 +42,42 @@ STOP_EN, STOP_ZH = frozenset(_STOP_EN.split()), frozenset(_STOP_ZH.split())
 
 CjkMode = Literal["search", "precise"]
 
-_lock = threading.Lock()
-_segmenter: Any = None
+
+@cache
+def _dictionary() -> tuple[dict[str, int], int]:
+    """jieba's word frequencies, read once per process (about a second): immutable data, shared by every
+    Segmenter; jieba logs this load at DEBUG to stderr, so it is quietened first."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    loaded = jieba.Tokenizer()
+    loaded.initialize()
+    return loaded.FREQ, loaded.total
+
+
+class Segmenter:
+    """A jieba tokenizer, owned by the Tokenizer that uses it; its dictionary is loaded on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jieba: Any = None
+
+    def load(self) -> Any:
+        """The ready jieba tokenizer; call it at start-up so the first Chinese text does not pay the load."""
+        with self._lock:
+            if self._jieba is None:
+                import jieba
+
+                seg = jieba.Tokenizer()
+                seg.FREQ, seg.total = _dictionary()
+                seg.initialized = True
+                self._jieba = seg
+        return self._jieba
 
 
 def segmenter() -> Any:
-    """jieba, initialised once per process, quietly (it logs its dictionary load at DEBUG to stderr)."""
-    global _segmenter
-    with _lock:
-        if _segmenter is None:
-            import jieba
-
-            jieba.setLogLevel(logging.WARNING)
-            seg = jieba.Tokenizer()
-            seg.initialize()
-            _segmenter = seg
-    return _segmenter
+    """Kept for rag/serve/app.py's warm-up: loads jieba's dictionary now. Prefer `KeywordIndex.warm_up()`."""
+    return Segmenter().load()
 
 
 class Tokenizer:
@@ -67,7 +88,10 @@ class Tokenizer:
     term (ollama, keep, alive) after the whole term, so prose that names them loosely still matches.
     """
 
-    def __init__(self, cjk_mode: CjkMode = "search", parts: bool = False, hmm: bool = False) -> None:
+    def __init__(
+        self, cjk_mode: CjkMode = "search", parts: bool = False, hmm: bool = False, segmenter: Segmenter | None = None
+    ) -> None:
+        self.segmenter = segmenter or Segmenter()
         self.cjk_mode = cjk_mode
         self.parts = parts
         # HMM guesses unknown words from context, so a query and a document could cut the same
@@ -96,6 +120,6 @@ class Tokenizer:
         return [term, *(p for p in parts if p not in STOP_EN)] if len(parts) > 1 else [term]
 
     def _cjk(self, run: str) -> list[str]:
-        seg = segmenter()
+        seg = self.segmenter.load()
         words = seg.cut_for_search(run, HMM=self.hmm) if self.cjk_mode == "search" else seg.cut(run, HMM=self.hmm)
         return [w for w in words if w not in STOP_ZH]
