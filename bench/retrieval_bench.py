@@ -27,10 +27,9 @@ sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from ingest.run import ingest_folder  # noqa: E402
-from rag import keyword  # noqa: E402
 from rag.answer.pipeline import RagPipeline  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.index.bm25 import KeywordIndex  # noqa: E402
+from rag.index.bm25 import KeywordIndex, build_index, save_index  # noqa: E402
 from rag.index.chroma import ChromaStore  # noqa: E402
 from rag.index.tokens import Tokenizer  # noqa: E402
 from rag.ollama import build_embed_model, build_llm  # noqa: E402
@@ -149,8 +148,8 @@ def tokenizer_variants(store: ChromaStore, questions: list[dict[str, Any]]) -> N
     ]:
         with tempfile.TemporaryDirectory() as tmp:
             texts = zip(got["ids"], got["documents"], strict=True)
-            bm25, ids = keyword.build(sorted((cid, " ".join(tok.tokens(text))) for cid, text in texts))
-            keyword.save(Path(tmp), bm25, ids, 1)
+            bm25, ids = build_index(sorted((cid, " ".join(tok.tokens(text))) for cid, text in texts))
+            save_index(Path(tmp), bm25, ids, 1)
             index = KeywordIndex(Path(tmp), tok)
             index.reload()
             rows[label] = evaluate(questions, lambda q, i=index: _dedup(source_of[h.chunk_id] for h in i.search(q, 40)))
@@ -193,10 +192,10 @@ def latency(questions: list[dict[str, Any]]) -> None:
         t0 = time.perf_counter()
         rows = [(cid, " ".join(tok.tokens(text))) for cid, text in corpus]
         t1 = time.perf_counter()
-        bm25, ids = keyword.build(rows)
+        bm25, ids = build_index(rows)
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            keyword.save(Path(tmp), bm25, ids, 1)
+            save_index(Path(tmp), bm25, ids, 1)
             t3 = time.perf_counter()
             index = KeywordIndex(Path(tmp))
             index.reload()

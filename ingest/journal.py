@@ -13,15 +13,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from rag.config import Settings
-
 log = logging.getLogger(__name__)
 
 EVERYTHING = "*"  # a rebuild started: any chunk may be stale, so the sweep lists both indexes whole
-
-
-def journal_path(settings: Settings) -> Path:
-    return settings.storage_dir / f"journal-{settings.collection}.log"
 
 
 class Journal:

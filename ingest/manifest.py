@@ -17,7 +17,8 @@ MANIFEST_VERSION = 1
 
 
 def manifest_path(settings: Settings) -> Path:
-    return settings.storage_dir / f"manifest-{settings.collection}.json"
+    """Kept for rag/cli.py (`rag status`); the path itself is Settings.manifest_path."""
+    return settings.manifest_path
 
 
 @dataclass

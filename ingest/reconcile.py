@@ -11,14 +11,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ingest.journal import Journal, journal_path
-from ingest.manifest import Manifest, manifest_path
+from ingest.journal import Journal
+from ingest.manifest import Manifest
 from rag.config import Settings
 from rag.errors import StoreLocked
-from rag.index import bm25 as keyword
+from rag.index.bm25 import KeywordIndexUnavailable, load_index
 from rag.index.chroma import REBUILD_HINT, ChromaStore
 from rag.index.lock import store_lock
-from rag.index.token_store import TOKENS_FILE, KeywordWriter
+from rag.index.token_store import KeywordWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def reconcile(settings: Settings, store: ChromaStore | None = None) -> int:
     of chunks removed. Files whose write did not finish are redone by the next ingest, which finds them
     changed against the manifest.
     """
-    journal = Journal(journal_path(settings))
+    journal = Journal(settings.journal_path)
     if not journal.pending:
         return 0
     store = store or ChromaStore.open(settings)
     keywords = KeywordWriter.existing(settings)
     try:
-        return sweep(store, keywords, journal, Manifest.load(manifest_path(settings)))
+        return sweep(store, keywords, journal, Manifest.load(settings.manifest_path))
     finally:
         if keywords:
             keywords.close()
@@ -165,13 +165,13 @@ def _by_source(ids: dict[str, str]) -> str:
 
 def inspect(settings: Settings, store: ChromaStore) -> Findings:
     """Read all three stores whole and say where they disagree. The caller holds the store lock."""
-    manifest = Manifest.load(manifest_path(settings))
+    manifest = Manifest.load(settings.manifest_path)
     owners: dict[str, list[str]] = {}
     for entry in manifest.files.values():
         for cid in entry.chunk_ids:
             owners.setdefault(cid, []).append(entry.source)
     stored = chroma_sources(store)
-    found = Findings(files=len(manifest.files), chunks=len(owners), journal=len(Journal(journal_path(settings)).ids))
+    found = Findings(files=len(manifest.files), chunks=len(owners), journal=len(Journal(settings.journal_path).ids))
     found.chroma_orphans = {i: s for i, s in stored.items() if i not in owners}
     found.chroma_missing = {i: o[0] for i, o in owners.items() if i not in stored}
     found.duplicates = {i: o for i, o in owners.items() if len(o) > 1}
@@ -185,7 +185,7 @@ def inspect(settings: Settings, store: ChromaStore) -> Findings:
 
 
 def _inspect_keywords(settings: Settings, owned: set[str], found: Findings) -> None:
-    if not (settings.keyword_path / TOKENS_FILE).exists():
+    if not KeywordWriter.has_tokens(settings):
         if owned:
             found.token_missing = set(owned)
             found.keyword_index = "missing"
@@ -198,8 +198,8 @@ def _inspect_keywords(settings: Settings, owned: set[str], found: Findings) -> N
     found.token_orphans = tokens - owned
     found.token_missing = owned - tokens
     try:
-        loaded = keyword.load(settings.keyword_path)
-    except keyword.KeywordIndexUnavailable as exc:
+        loaded = load_index(settings.keyword_path)
+    except KeywordIndexUnavailable as exc:
         found.keyword_index = f"the BM25 index is {exc.state}"
         return
     if loaded.generation != generation or set(loaded.ids) != tokens:
@@ -211,7 +211,7 @@ def repair(settings: Settings, store: ChromaStore, found: Findings) -> list[str]
     """Make the three agree: unowned chunks leave both indexes; chunks missing from Chroma leave the manifest
     (their files are marked to be redone); missing tokens are made from Chroma; BM25 is rebuilt."""
     done: list[str] = []
-    journal = Journal(journal_path(settings))
+    journal = Journal(settings.journal_path)
     lost = set(found.chroma_missing)
     if lost or found.duplicates:
         done.append(_forget(settings, journal, lost))
@@ -239,7 +239,7 @@ def repair(settings: Settings, store: ChromaStore, found: Findings) -> list[str]
 def _forget(settings: Settings, journal: Journal, ids: set[str]) -> str:
     """Drop chunk ids from the manifest (Chroma lost them), and second listings of one id; mark the files
     they came from to be redone."""
-    path = manifest_path(settings)
+    path = settings.manifest_path
     manifest = Manifest.load(path)
     journal.add("rag check", sorted(ids))
     touched: list[str] = []

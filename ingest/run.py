@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.journal import Journal, journal_path
-from ingest.manifest import Manifest, manifest_path
+from ingest.journal import Journal
+from ingest.manifest import Manifest
 from ingest.reconcile import reconcile
 from ingest.sync import Plan, Summary, Syncer, check_root, plan_sync
 from rag.config import Settings
-from rag.errors import BadRequest, EmbeddingModelMismatch
-from rag.index.chroma import REBUILD_HINT, ChromaStore
+from rag.errors import BadRequest
+from rag.index.chroma import ChromaStore, check_embedding_model
 from rag.index.lock import store_lock
 from rag.index.token_store import KeywordWriter
 from rag.ollama import Embedder
@@ -48,34 +48,37 @@ def ingest_folder(
         store = ChromaStore.open(settings)
         if rebuild and not dry_run:
             log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
-            Journal(journal_path(settings)).mark_everything()  # a kill from here on: the next run sweeps all
-            manifest_path(settings).unlink(missing_ok=True)
+            Journal(settings.journal_path).mark_everything()  # a kill from here on: the next run sweeps all
+            settings.manifest_path.unlink(missing_ok=True)
             store.drop()
             reindex_keywords = True
-        embedder = Embedder(settings)
-        syncer = Syncer(settings, store, embedder)
-        _check_model_name(settings, syncer)
-        plan = plan_sync(root, settings, syncer.manifest, follow_symlinks)
+        manifest = Manifest.load(settings.manifest_path)
+        check_embedding_model(manifest.embed_model, None, settings.embed_model)
+        plan = plan_sync(root, settings, manifest, follow_symlinks)
         if not (plan.work or plan.unchanged):
             if not dry_run:
                 reconcile(settings, store)
             raise BadRequest(
                 f"{root} has no supported files (.pdf .md .txt .html .htm); nothing to ingest"
-                + (" and nothing deleted" if syncer.manifest.files else "")
+                + (" and nothing deleted" if manifest.files else "")
                 + "".join(f"; skipped {reason}" for _, reason in plan.unreadable[:3])
             )
         if dry_run:
             return IngestResult(plan, None)
+        embedder = Embedder(settings)
+        dim = None
         if plan.work:
             # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
             # unchanged folder or a rename costs no embedding call at all.
-            syncer.check_model(syncer.manifest.embed_dim or embedder.dimension())
-        syncer.progress = progress_factory(len(plan.work))
-        syncer.keywords = open_keywords(settings, store, syncer.manifest, fresh=reindex_keywords)
+            dim = manifest.embed_dim or embedder.dimension()
+            store.ensure(embedder.model, dim)
+        keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
         try:
-            return IngestResult(plan, syncer.run(root, plan))
+            syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,
+                            progress=progress_factory(len(plan.work)))
+            return IngestResult(plan, syncer.run(plan))
         finally:
-            syncer.keywords.close()
+            keywords.close()
 
 
 def open_keywords(settings: Settings, store: ChromaStore, manifest: Manifest, *, fresh: bool) -> KeywordWriter:
@@ -83,21 +86,10 @@ def open_keywords(settings: Settings, store: ChromaStore, manifest: Manifest, *,
 
     That covers an index made before keyword search existed, and `--reindex-keywords`.
     """
-    if fresh:
-        log.info("dropping the keyword index at %s", settings.keyword_path)
-        KeywordWriter.remove(settings)
-    writer = KeywordWriter(settings)
+    writer = KeywordWriter(settings, fresh=fresh)
     ids = [i for entry in manifest.files.values() for i in entry.chunk_ids]
     if ids and writer.store.count() != len(ids):
         log.info("keyword index: tokenising %d stored chunks", len(ids) - writer.store.count())
         writer.backfill(store, ids)
     return writer
 
-
-def _check_model_name(settings: Settings, syncer: Syncer) -> None:
-    built = syncer.manifest.embed_model
-    if built and built != settings.embed_model:
-        raise EmbeddingModelMismatch(
-            f"the index was built with embedding model '{built}' but '{settings.embed_model}' is "
-            f"configured; set RAG_EMBED_MODEL={built}, or rebuild with: {REBUILD_HINT}"
-        )

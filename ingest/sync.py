@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunk, chunk_document, split_chunk
-from ingest.journal import Journal, journal_path
+from ingest.journal import Journal
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
-from ingest.manifest import FileEntry, Manifest, manifest_path, sha256_file
+from ingest.manifest import FileEntry, Manifest, sha256_file
+from ingest.manifest import manifest_path as manifest_path  # kept for rag/cli.py; the path is Settings'
 from ingest.reconcile import sweep
 from rag.config import Settings
-from rag.errors import BadRequest, EmbeddingModelMismatch
-from rag.index.chroma import REBUILD_HINT, ChromaStore, Record
+from rag.errors import BadRequest
+from rag.index.chroma import ChromaStore, Record
 from rag.index.token_store import KeywordWriter
 from rag.ollama import Embedder, InputTooLong
 
@@ -151,49 +152,45 @@ def _pair_renames(plan: Plan, manifest: Manifest) -> None:
 
 
 class Syncer:
-    """Carries out a plan: load, chunk, reuse or embed, write in batches, record in the manifest."""
+    """Carries out a plan: load, chunk, reuse or embed, write in batches, record in the manifest.
+
+    Built with everything it needs: the folder, the manifest the plan was made against, the keyword
+    writer (None: only the vector index is kept) and `dim`, the dimension of the vectors it will write
+    once the caller has checked the collection against it (`store.ensure`); None when nothing is embedded.
+    """
 
     def __init__(
         self,
         settings: Settings,
         store: ChromaStore,
         embedder: Embedder,
-        progress: Callable[[int], None] = lambda n: None,
+        root: Path,
+        manifest: Manifest,
+        *,
         keywords: KeywordWriter | None = None,
+        dim: int | None = None,
+        progress: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
+        self.root = root
+        self.manifest = manifest
+        self.keywords = keywords
+        self.dim = dim
         self.progress = progress
-        self.keywords = keywords  # None: only the vector index is kept
         self.limits = LoadLimits(
             timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
         )
-        self.path = manifest_path(settings)
-        self.manifest = Manifest.load(self.path)
-        self.journal = Journal(journal_path(settings))
+        self.journal = Journal(settings.journal_path)
         if unowned := self.journal.ids - self.manifest.owned():
             sources = sorted({self.journal.source_of[i] for i in unowned})
             log.info("an interrupted ingest left %d chunks no file owns (of %s); they are reused where they fit "
                      "and removed at the end", len(unowned), ", ".join(sources[:5]) + (", ..." * (len(sources) > 5)))
         self.summary = Summary()
-        self.dim: int | None = None
 
-    def check_model(self, dim: int) -> None:
-        """Refuse to mix vectors of two embedding models in one index. An unknown dimension is no mismatch."""
-        m = self.manifest
-        if m.embed_model and (m.embed_model != self.embedder.model or m.embed_dim not in (None, dim)):
-            raise EmbeddingModelMismatch(
-                f"the index was built with embedding model '{m.embed_model}' ({m.embed_dim} dimensions) "
-                f"but '{self.embedder.model}' ({dim} dimensions) is configured; set "
-                f"RAG_EMBED_MODEL={m.embed_model}, or rebuild with: {REBUILD_HINT}"
-            )
-        self.store.ensure(self.embedder.model, dim)
-        self.dim = dim
-
-    def run(self, root: Path, plan: Plan) -> Summary:
+    def run(self, plan: Plan) -> Summary:
         started = time.monotonic()
-        self.root = root
         s = self.summary
         s.unchanged, s.skipped = len(plan.unchanged), len(plan.skipped)
         s.failures += plan.unreadable
@@ -366,7 +363,7 @@ class Syncer:
         self.manifest.embed_model = self.embedder.model
         if self.dim is not None:  # nothing embedded this run: the dimension on record still holds
             self.manifest.embed_dim = self.dim
-        self.manifest.save(self.path)
+        self.manifest.save(self.settings.manifest_path)
 
 
 def _page_text(doc: LoadedDocument, page: int | None) -> str:

@@ -143,11 +143,29 @@ class Settings(BaseSettings):
             host = "127.0.0.1"
         return format_host_url(scheme, host, port)
 
+    # -- storage paths: every file and folder under storage_dir is named here, and only here ----------
+
     @property
     def chroma_path(self) -> Path:
+        """The embedded Chroma store (unused when RAG_CHROMA_HOST names a server)."""
         return self.storage_dir / "chroma"
 
     @property
     def keyword_path(self) -> Path:
-        """The keyword index lives beside the manifest, also when Chroma is a server."""
+        """The keyword index (BM25 files and per-chunk tokens); beside the manifest, also when Chroma is a server."""
         return self.storage_dir / f"keyword-{self.collection}"
+
+    @property
+    def manifest_path(self) -> Path:
+        """What was ingested from which file (ingest.manifest)."""
+        return self.storage_dir / f"manifest-{self.collection}.json"
+
+    @property
+    def journal_path(self) -> Path:
+        """Chunk ids an ingest may have written that no file owns yet (ingest.journal)."""
+        return self.storage_dir / f"journal-{self.collection}.log"
+
+    @property
+    def lock_path(self) -> Path:
+        """One writer per store (rag.index.lock); its owner is named in the same name with `.owner`."""
+        return self.storage_dir / "rag.lock"

@@ -1,4 +1,8 @@
-"""The keyword index: a bm25s BM25 index over chunk tokens, saved under storage/, loaded once, searched."""
+"""The keyword index file: a bm25s BM25 index over chunk tokens, built, saved under storage/, loaded, searched.
+
+Where the tokens come from (kept per chunk by ingest) is rag.index.token_store; this module never tokenises
+documents, only questions.
+"""
 
 from __future__ import annotations
 
@@ -60,10 +64,10 @@ class Loaded:
     generation: int
 
 
-# -- building and saving (ingest) -----------------------------------------------------------------
+# -- building and saving ----------------------------------------------------------------------------
 
 
-def build(rows: Iterable[tuple[str, str]]) -> tuple[Any, list[str]]:
+def build_index(rows: Iterable[tuple[str, str]]) -> tuple[Any, list[str]]:
     """A BM25 index from (chunk id, space-joined tokens) rows, scored by bm25s; no tokenising here.
 
     Token ids go in compact int32 arrays: 100k chunks of ~100 tokens stay in tens of megabytes.
@@ -83,7 +87,7 @@ def build(rows: Iterable[tuple[str, str]]) -> tuple[Any, list[str]]:
     return bm25, ids
 
 
-def save(directory: Path, bm25: Any, ids: list[str], generation: int) -> None:
+def save_index(directory: Path, bm25: Any, ids: list[str], generation: int) -> None:
     """Write a new index beside the old one, point CURRENT at it, then remove the old one."""
     directory.mkdir(parents=True, exist_ok=True)
     target = Path(tempfile.mkdtemp(dir=directory, prefix=f"index-{generation}-"))
@@ -102,7 +106,7 @@ def save(directory: Path, bm25: Any, ids: list[str], generation: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-# -- loading (service) ----------------------------------------------------------------------------
+# -- loading ----------------------------------------------------------------------------------------
 
 
 def read_pointer(directory: Path) -> dict[str, Any]:
@@ -121,7 +125,7 @@ def read_pointer(directory: Path) -> dict[str, Any]:
     return pointer
 
 
-def load(directory: Path) -> Loaded:
+def load_index(directory: Path) -> Loaded:
     """The saved index named by CURRENT. Raises KeywordIndexUnavailable saying what to run."""
     bm25s = _bm25s()
 
@@ -160,6 +164,11 @@ class KeywordIndex:
         index.reload()
         return index
 
+    def warm_up(self) -> None:
+        """Load the question tokeniser's dictionary now (about a second), not on the first Chinese question."""
+        if self.available:
+            self.tokenizer.segmenter.load()
+
     @property
     def available(self) -> bool:
         self._reload_if_saved_again()
@@ -174,7 +183,7 @@ class KeywordIndex:
         with self._lock:
             self._stamp = self._pointer_stamp()
             try:
-                self._loaded = load(self.directory)
+                self._loaded = load_index(self.directory)
                 self.state, self.message = "ok", ""
             except KeywordIndexUnavailable as exc:
                 if self._loaded is None:

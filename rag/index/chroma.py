@@ -33,7 +33,7 @@ class Hit:
     score: float  # cosine similarity, higher is closer
 
 
-def make_client(settings: Settings) -> Any:
+def chroma_client(settings: Settings) -> Any:
     """A Chroma client: a server when one is configured, else the embedded store under storage/."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -58,6 +58,23 @@ def make_client(settings: Settings) -> Any:
 REBUILD_HINT = "rag ingest DIR --rebuild"
 
 
+def check_embedding_model(built: str | None, built_dim: int | None, model: str, dim: int | None = None) -> None:
+    """The one rule for every index (Chroma's collection, the manifest): never mix two embedding models.
+
+    `built` and `built_dim` are what the index records (None: nothing recorded yet, so no mismatch);
+    `dim` is None when the configured model's dimension is not known, and then only names are compared.
+    """
+    if built is None:
+        return
+    if built != model or (dim is not None and built_dim not in (None, dim)):
+        made = f" ({built_dim} dimensions)" if built_dim else ""
+        configured = f" ({dim} dimensions)" if dim else ""
+        raise EmbeddingModelMismatch(
+            f"the index was built with embedding model '{built}'{made} but '{model}'{configured} is "
+            f"configured; either set RAG_EMBED_MODEL={built}, or rebuild the index with: {REBUILD_HINT}"
+        )
+
+
 class ChromaStore:
     """The chunk collection. One instance per process; never shared across processes when embedded."""
 
@@ -68,7 +85,7 @@ class ChromaStore:
 
     @classmethod
     def open(cls, settings: Settings) -> ChromaStore:
-        return cls(make_client(settings), settings.collection)
+        return cls(chroma_client(settings), settings.collection)
 
     # -- collection lifecycle -------------------------------------------------------------------
 
@@ -105,15 +122,7 @@ class ChromaStore:
         return meta.get(META_MODEL), meta.get(META_DIM)
 
     def check_model(self, model: str, dim: int | None = None) -> None:
-        built_with, built_dim = self.indexed_model()
-        if built_with is None:
-            return
-        if built_with != model or (dim is not None and built_dim not in (None, dim)):
-            raise EmbeddingModelMismatch(
-                f"the index was built with embedding model '{built_with}' ({built_dim} dimensions) "
-                f"but '{model}'{f' ({dim} dimensions)' if dim else ''} is configured; either set "
-                f"RAG_EMBED_MODEL={built_with}, or rebuild the index with: {REBUILD_HINT}"
-            )
+        check_embedding_model(*self.indexed_model(), model, dim)
 
     def drop(self) -> None:
         if self._find() is not None:

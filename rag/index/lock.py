@@ -13,10 +13,6 @@ from rag.config import Settings
 from rag.errors import StoreLocked
 
 
-def lock_path(settings: Settings) -> Path:
-    return settings.storage_dir / "rag.lock"
-
-
 @contextmanager
 def store_lock(settings: Settings, purpose: str) -> Iterator[None]:
     """Hold the store for `purpose` ("ingest", "serve", ...) or raise StoreLocked at once.
@@ -24,7 +20,7 @@ def store_lock(settings: Settings, purpose: str) -> Iterator[None]:
     The embedded Chroma store is not process-safe: a second process can block on its SQLite lock
     for minutes, so we refuse up front and say who holds it.
     """
-    path = lock_path(settings)
+    path = settings.lock_path
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = path.with_suffix(".owner")
     lock = FileLock(str(path), timeout=0)

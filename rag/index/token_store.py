@@ -1,4 +1,7 @@
-"""Keeping the keyword index in step with ingest: per-chunk tokens in SQLite, the BM25 index rebuilt from them."""
+"""The keyword index's tokens, kept by ingest: per-chunk tokens in SQLite, and the BM25 file rebuilt from them.
+
+The BM25 file itself (its format, building, saving, loading) is rag.index.bm25.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from ingest.chunking import Chunk
 from rag.config import Settings
-from rag.index import bm25 as keyword
+from rag.index.bm25 import KeywordIndexUnavailable, build_index, load_index, save_index
 from rag.index.chroma import ChromaStore
 from rag.index.tokens import TOKENIZER_VERSION, Tokenizer
 
@@ -95,9 +98,13 @@ class TokenStore:
 class KeywordWriter:
     """What sync calls as it commits files: tokenise only new chunk texts, and rebuild the index at the end."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, settings: Settings, tokenizer: Tokenizer | None = None, *, fresh: bool = False) -> None:
+        """`fresh` drops the keyword index first, tokens and all (`--reindex-keywords`, `--rebuild`)."""
         self.directory = settings.keyword_path
         self.tokenizer = tokenizer or Tokenizer()
+        if fresh:
+            log.info("dropping the keyword index at %s", self.directory)
+            self.drop()
         self.store = self._open()
 
     def _open(self) -> TokenStore:
@@ -119,16 +126,14 @@ class KeywordWriter:
     def drop(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    @staticmethod
+    def has_tokens(settings: Settings) -> bool:
+        return (settings.keyword_path / TOKENS_FILE).exists()
+
     @classmethod
     def existing(cls, settings: Settings) -> KeywordWriter | None:
         """The writer of a keyword index that has its tokens; None where there is none to keep in step."""
-        if not (settings.keyword_path / TOKENS_FILE).exists():
-            return None
-        return cls(settings)
-
-    @staticmethod
-    def remove(settings: Settings) -> None:
-        shutil.rmtree(settings.keyword_path, ignore_errors=True)
+        return cls(settings) if cls.has_tokens(settings) else None
 
     def put(self, chunks: Sequence[Chunk], donors: Sequence[str]) -> None:
         """Store the tokens of a file's chunks; the chunks they replace are deleted later, by `delete`.
@@ -167,12 +172,12 @@ class KeywordWriter:
         """Rebuild and save the BM25 index when the tokens changed since it was saved (or it is unreadable)."""
         generation = self.store.generation
         try:  # loading is cheap (about 20 ms for 100k chunks): a damaged index is caught here and rebuilt
-            if not force and keyword.load(self.directory).generation == generation:
+            if not force and load_index(self.directory).generation == generation:
                 return False
-        except keyword.KeywordIndexUnavailable:
+        except KeywordIndexUnavailable:
             pass
-        bm25, ids = keyword.build(self.store.rows())
-        keyword.save(self.directory, bm25, ids, generation)
+        bm25, ids = build_index(self.store.rows())
+        save_index(self.directory, bm25, ids, generation)
         log.info("keyword index: %d chunks indexed", len(ids))
         return True
 

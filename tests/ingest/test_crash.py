@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.journal import journal_path
-from ingest.manifest import Manifest, manifest_path
+from ingest.manifest import Manifest
 from ingest.reconcile import check_store, reconcile
 from ingest.run import ingest_folder, open_keywords
 from ingest.sync import Syncer, plan_sync
-from rag.index import bm25 as keyword
+from rag.index.bm25 import load_index
 from rag.index.chroma import ChromaStore, Record
 from rag.index.token_store import TOKENS_FILE, KeywordWriter, TokenStore
 from rag.ollama import Embedder
@@ -46,7 +45,7 @@ def slow_engine() -> Iterator[str]:
 
 def state(settings: Any) -> dict[str, Any]:
     """Everything the three stores hold, read back from disk."""
-    manifest = Manifest.load(manifest_path(settings))
+    manifest = Manifest.load(settings.manifest_path)
     owned = [i for entry in manifest.files.values() for i in entry.chunk_ids]
     store = ChromaStore.open(settings)
     got = store.collection.get(include=["documents", "metadatas"])
@@ -61,8 +60,8 @@ def state(settings: Any) -> dict[str, Any]:
         "chroma": {i: (d, m["source"]) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)},
         "chroma_count": store.count(),
         "tokens": token_ids,
-        "bm25": keyword.load(settings.keyword_path).ids,
-        "journal": journal_path(settings).exists(),
+        "bm25": load_index(settings.keyword_path).ids,
+        "journal": settings.journal_path.exists(),
     }
 
 
@@ -80,10 +79,10 @@ def kill_after_write(settings: Any, root: Path, source: str) -> None:
     """Leave the store as a kill between writing a file's chunks and recording it would: the chunks are in
     Chroma (journaled first), the manifest does not name them. Driven through the syncer's own steps."""
     store = ChromaStore.open(settings)
-    syncer = Syncer(settings, store, Embedder(settings))
-    plan = plan_sync(root, settings, syncer.manifest)
-    syncer.check_model(384)
-    syncer.root = root
+    manifest = Manifest.load(settings.manifest_path)
+    plan = plan_sync(root, settings, manifest)
+    store.ensure("all-minilm", 384)
+    syncer = Syncer(settings, store, Embedder(settings), root, manifest, dim=384)
     job = syncer._prepare(next(s for s in plan.work if s.source == source), plan)
     assert job is not None
     batch = [(job, chunk) for chunk in job.chunks]
@@ -160,7 +159,7 @@ def test_check_finds_and_repairs_every_kind_of_disagreement(tmp_path, docs, fast
     # A chunk no file owns (what a kill left before the journal existed), a chunk lost from Chroma, and a
     # chunk lost from the keyword index.
     store.upsert([Record("ghost", "A ghost of a deleted file.", {"source": "ghost.md"})], [[0.1] * 384])
-    a_ids = Manifest.load(manifest_path(settings)).files["a.md"].chunk_ids
+    a_ids = Manifest.load(settings.manifest_path).files["a.md"].chunk_ids
     store.delete([a_ids[0]])
     writer = KeywordWriter(settings)
     writer.delete([a_ids[-1]])

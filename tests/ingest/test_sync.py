@@ -10,7 +10,6 @@ import pytest
 
 from ingest.manifest import Manifest
 from ingest.run import ingest_folder
-from ingest.sync import manifest_path
 from rag.errors import BadRequest, EmbeddingModelMismatch
 from rag.index.chroma import ChromaStore
 from tests.support.helpers import CHINESE, ENGLISH, engine_requests, make_settings, write
@@ -35,7 +34,7 @@ def test_first_ingest_stores_every_file(tmp_path, docs, fast_engine):
     assert result.summary is not None
     assert (result.summary.added, result.summary.failed) == (3, 0)
     assert set(stored_sources(settings)) == {"a.md", "sub/b.txt", "c.html"}
-    manifest = Manifest.load(manifest_path(settings))
+    manifest = Manifest.load(settings.manifest_path)
     assert manifest.embed_model == "all-minilm"
     assert manifest.embed_dim == 384
     assert sum(len(e.chunk_ids) for e in manifest.files.values()) == ChromaStore.open(settings).count()
@@ -98,7 +97,7 @@ def test_deleted_file_chunks_are_removed(tmp_path, docs, fast_engine):
     assert result.summary is not None
     assert result.summary.deleted == 1
     assert "sub/b.txt" not in stored_sources(settings)
-    assert "sub/b.txt" not in Manifest.load(manifest_path(settings)).files
+    assert "sub/b.txt" not in Manifest.load(settings.manifest_path).files
 
 
 def test_renamed_file_is_not_reembedded(tmp_path, docs, fast_engine):
@@ -120,7 +119,7 @@ def test_renamed_file_is_not_reembedded(tmp_path, docs, fast_engine):
 def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, docs, fast_engine):
     settings = make_settings(tmp_path, fast_engine)
     ingest_folder(docs, settings)
-    manifest_before = manifest_path(settings).read_bytes()
+    manifest_before = settings.manifest_path.read_bytes()
     write(docs / "new.md", "A new file about the cafeteria menu.")
     write(docs / "c.html", "<p>changed</p>")
     (docs / "sub" / "b.txt").unlink()
@@ -129,7 +128,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, docs, fast_engine
     assert result.summary is None
     assert sorted(result.plan.lines()) == ["add     new.md", "delete  sub/b.txt", "update  c.html"]
     assert engine_requests(fast_engine) == before
-    assert manifest_path(settings).read_bytes() == manifest_before
+    assert settings.manifest_path.read_bytes() == manifest_before
     assert "sub/b.txt" in stored_sources(settings)
 
 
@@ -145,27 +144,27 @@ def test_a_no_change_ingest_keeps_the_dimension_so_the_next_edit_goes_in(tmp_pat
     settings = make_settings(tmp_path, fast_engine)
     ingest_folder(docs, settings)
     ingest_folder(docs, settings)  # nothing to embed: the dimension on record must survive it
-    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+    assert Manifest.load(settings.manifest_path).embed_dim == 384
     with (docs / "a.md").open("a", encoding="utf-8") as fh:
         fh.write("\nOne more line about the cooling loop.\n")
     result = ingest_folder(docs, settings)
     assert result.summary is not None
     assert (result.summary.updated, result.summary.failed) == (1, 0)
-    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+    assert Manifest.load(settings.manifest_path).embed_dim == 384
 
 
 def test_a_manifest_saved_with_an_unknown_dimension_is_not_a_mismatch(tmp_path, docs, fast_engine):
     # What a no-change ingest wrote before this was fixed: the model's name with `embed_dim: null`.
     settings = make_settings(tmp_path, fast_engine)
     ingest_folder(docs, settings)
-    manifest = Manifest.load(manifest_path(settings))
+    manifest = Manifest.load(settings.manifest_path)
     manifest.embed_dim = None
-    manifest.save(manifest_path(settings))
+    manifest.save(settings.manifest_path)
     write(docs / "new.md", "A new file about the cafeteria menu.")
     result = ingest_folder(docs, settings)
     assert result.summary is not None
     assert result.summary.added == 1
-    assert Manifest.load(manifest_path(settings)).embed_dim == 384
+    assert Manifest.load(settings.manifest_path).embed_dim == 384
 
 
 def test_bad_file_is_reported_and_the_rest_completes(tmp_path, docs, fast_engine):
@@ -243,11 +242,12 @@ def test_file_that_disappears_mid_run_is_reported_and_the_rest_goes_in(tmp_path,
 
     settings = make_settings(tmp_path, fast_engine)
     store = ChromaStore.open(settings)
-    syncer = Syncer(settings, store, Embedder(settings))
-    plan = plan_sync(docs, settings, syncer.manifest)
+    manifest = Manifest.load(settings.manifest_path)
+    plan = plan_sync(docs, settings, manifest)
     (docs / "c.html").unlink()  # gone between the plan and its loading
-    syncer.check_model(384)
-    summary = syncer.run(docs, plan)
+    store.ensure("all-minilm", 384)
+    syncer = Syncer(settings, store, Embedder(settings), docs, manifest, dim=384)
+    summary = syncer.run(plan)
     assert [s for s, _ in summary.failures] == ["c.html"]
     assert "disappeared" in summary.failures[0][1]
     assert set(stored_sources(settings)) == {"a.md", "sub/b.txt"}
