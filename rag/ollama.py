@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import httpx
 import ollama
-from llama_index.embeddings.ollama import OllamaEmbedding
 from llama_index.llms.ollama import Ollama
 
 from rag.config import Settings
@@ -67,9 +66,12 @@ def call(settings: Settings, model: str, fn: Callable[[], T], timeout: float | N
         return fn()
 
 
-def make_client(settings: Settings, timeout: float | None = None) -> ollama.Client:
+def ollama_client(settings: Settings, timeout: float | None = None) -> ollama.Client:
     """A client for calls that may take long (RAG_REQUEST_TIMEOUT), or for quick ones with `timeout`."""
     return ollama.Client(host=settings.ollama_url, timeout=timeout or settings.request_timeout)
+
+
+make_client = ollama_client  # the old name, until rag/eval/judge.py says ollama_client
 
 
 def _transient(exc: Exception, reached: bool) -> bool:
@@ -110,18 +112,10 @@ def build_llm(settings: Settings) -> Ollama:
     )
 
 
-def build_embed_model(settings: Settings) -> OllamaEmbedding:
-    return OllamaEmbedding(
-        model_name=settings.embed_model,
-        base_url=settings.ollama_url,
-        embed_batch_size=settings.embed_batch_size,
-        keep_alive=settings.keep_alive,
-        client_kwargs={"timeout": settings.request_timeout},
-    )
-
-
 class Embedder:
-    """Batch embedding through /api/embed with truncate: false, so nothing is cut silently.
+    """The one embedding path, for documents and questions alike, through /api/embed.
+
+    Documents go in batches with truncate: false, so nothing is cut silently.
 
     A call that fails for a passing reason (a stall, a dropped connection, a busy server) is retried
     RAG_EMBED_RETRIES times, waiting RAG_EMBED_RETRY_BACKOFF seconds and twice as long each next time:
@@ -131,8 +125,23 @@ class Embedder:
     def __init__(self, settings: Settings, client: ollama.Client | None = None) -> None:
         self.settings = settings
         self.model = settings.embed_model
-        self._client = client or make_client(settings)
+        self._client = client or ollama_client(settings)
+        self._aclient: ollama.AsyncClient | None = None  # made on first use by an async caller
         self._reached = False  # whether Ollama has answered this embedder once
+
+    def embed_query(self, question: str) -> list[float]:
+        """A question's vector. Ollama truncates an over-long question, as a question is never split."""
+        with ollama_errors(self.settings, self.model):
+            response = self._client.embed(model=self.model, input=question, keep_alive=self.settings.keep_alive)
+        return [float(x) for x in response.embeddings[0]]
+
+    async def aembed_query(self, question: str) -> list[float]:
+        """`embed_query` for the event loop: cancelling the awaiting task closes the HTTP request."""
+        if self._aclient is None:
+            self._aclient = ollama.AsyncClient(host=self.settings.ollama_url, timeout=self.settings.request_timeout)
+        with ollama_errors(self.settings, self.model):
+            response = await self._aclient.embed(model=self.model, input=question, keep_alive=self.settings.keep_alive)
+        return [float(x) for x in response.embeddings[0]]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Vectors for texts, in order. Raises InputTooLong when the model refuses an input."""
@@ -173,9 +182,16 @@ class Embedder:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def build_embedder(settings: Settings) -> Embedder:
+    return Embedder(settings)
+
+
+build_embed_model = build_embedder  # the old name, until bench/retrieval_bench.py says build_embedder
+
+
 def available_models(settings: Settings) -> set[str]:
     """The models Ollama lists, asked with the short RAG_HEALTH_TIMEOUT: a stalled server is reported fast."""
-    client = make_client(settings, settings.health_timeout)
+    client = ollama_client(settings, settings.health_timeout)
     listed = call(settings, settings.chat_model, client.list, settings.health_timeout)
     names: set[str] = set()
     for m in listed.models:

@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field
 
 from rag.config import Mode
+from rag.errors import BadRequest
 
 MODES: tuple[str, ...] = get_args(Mode)
 MODE_HELP = "Retrieval: keywords and vectors fused (hybrid), or one alone. Default RAG_RETRIEVAL_MODE."
@@ -19,6 +20,11 @@ _INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})  # controls, zero-width m
 def is_blank(text: str) -> bool:
     """Nothing but whitespace and invisible marks: "   ", "\\t\\n", NBSP, U+3000, a zero-width space."""
     return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+def require_question(question: str) -> None:
+    if is_blank(question):
+        raise BadRequest(f"question: {BLANK}")
 
 
 class Source(BaseModel):

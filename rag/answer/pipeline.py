@@ -6,18 +6,12 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
-import anyio
-from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag import ollama as ollama_adapter
-from rag.answer.fusion import Candidate, candidates, fuse
-from rag.answer.models import BLANK, MODES, Answer, Mode, Source, is_blank
+from rag.answer.models import Answer, Mode, Source, require_question
 from rag.answer.prompts import (
     NO_ANSWER,
     NOT_COVERED,
@@ -28,49 +22,13 @@ from rag.answer.prompts import (
     prompt_tokens,
     truncation_warning,
 )
+from rag.answer.retriever import HybridRetriever
 from rag.config import Settings
-from rag.errors import BadRequest
 from rag.index.bm25 import KeywordIndex
 from rag.index.chroma import ChromaStore
-from rag.index.tokens import segmenter
-from rag.ollama import ollama_errors
+from rag.ollama import Embedder, build_llm, ollama_errors
 
 log = logging.getLogger(__name__)
-
-
-
-class ChromaRetriever(BaseRetriever):
-    """LlamaIndex retriever over our Chroma adapter; the query is embedded by the embed_model passed in,
-    unless the query bundle brings its embedding."""
-
-    def __init__(self, store: ChromaStore, embed_model: BaseEmbedding, top_k: int) -> None:
-        super().__init__()
-        self._store = store
-        self._embed_model = embed_model
-        self._top_k = top_k
-
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        vector = query_bundle.embedding or self._embed_model.get_query_embedding(query_bundle.query_str)
-        return [
-            NodeWithScore(node=TextNode(id_=h.record.id, text=h.record.text, metadata=h.record.metadata),
-                          score=h.score)
-            for h in self._store.query(vector, self._top_k)
-        ]
-
-
-def _source(n: int, c: Candidate, text: str, meta: dict[str, Any], mode: str) -> Source:
-    score = {"hybrid": c.fused, "vector": c.vector_score, "keyword": c.keyword_score}[mode] or 0.0
-    return Source(
-        n=n, source=meta.get("source", "?"), page=meta.get("page"), chunk_id=c.chunk_id,
-        score=round(score, 6 if mode == "hybrid" else 4), text=text, start=meta.get("start"), end=meta.get("end"),
-        vector_score=_round(c.vector_score), vector_rank=c.vector_rank,
-        keyword_score=_round(c.keyword_score), keyword_rank=c.keyword_rank,
-        fused_score=round(c.fused, 6) if mode == "hybrid" else None,
-    )
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
 
 
 class RagPipeline:
@@ -81,91 +39,36 @@ class RagPipeline:
         settings: Settings,
         store: ChromaStore,
         llm: LLM,
-        embed_model: BaseEmbedding,
+        embedder: Embedder,
         keywords: KeywordIndex | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
         self.llm = llm
-        self.embed_model = embed_model
-        # Loaded once here (or by `open`), never per query.
-        self.keywords = keywords if keywords is not None else KeywordIndex.open(settings)
+        # The one way this project retrieves; the keyword index is loaded once (here or by `open`), never per query.
+        self.retriever = HybridRetriever(
+            settings, store, keywords if keywords is not None else KeywordIndex.open(settings), embedder
+        )
+        self.store, self.keywords = store, self.retriever.keywords
 
     @classmethod
     def open(cls, settings: Settings, store: ChromaStore | None = None, llm: LLM | None = None) -> RagPipeline:
-        """The pipeline as every caller builds it: the store (opened unless given), the keyword index loaded
-        once with jieba warmed up, the chat model and the embedder from settings. Taking the store lock is
-        the caller's part, as it spans the pipeline's life."""
-        keywords = KeywordIndex.open(settings)
-        if keywords.available:
-            segmenter()  # jieba's dictionary loads now, not on the first Chinese question
-        return cls(
-            settings,
-            store or ChromaStore.open(settings),
-            llm or ollama_adapter.build_llm(settings),
-            ollama_adapter.build_embed_model(settings),
-            keywords,
-        )
+        """The pipeline as every caller builds it: `HybridRetriever.open` and the chat model, from settings.
+        Taking the store lock is the caller's part, as it spans the pipeline's life."""
+        retriever = HybridRetriever.open(settings, store)
+        return cls(settings, retriever.store, llm or build_llm(settings), retriever.embedder, retriever.keywords)
 
     def mode_for(self, requested: str | None = None) -> Mode:
-        """The mode a question is answered in: the one asked for, or vector when the keyword index is out."""
-        mode = requested or self.settings.retrieval_mode
-        if mode not in MODES:
-            raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        return cast(Mode, mode) if mode == "vector" or self.keywords.available else "vector"
+        return self.retriever.mode_for(requested)
 
     def retrieve(
         self, question: str, top_k: int | None = None, mode: str | None = None, vector: list[float] | None = None
     ) -> list[Source]:
-        """The top_k chunks for `question`, best first, not yet filtered for relevance.
-
-        `vector` is the question's embedding when the caller has it already (see `aretrieve`).
-        """
-        require_question(question)
-        k = top_k or self.settings.top_k
-        mode = self.mode_for(mode)
-        self.store.check_model(self.settings.embed_model)
-        depth = k if mode == "vector" else max(k, self.settings.retrieval_candidates)
-        nodes = self._vector(question, depth, vector) if mode != "keyword" else []
-        hits = self.keywords.search(question, depth) if mode != "vector" else []
-        found = self._rank(mode, [(n.node.node_id, float(n.score or 0.0)) for n in nodes],
-                           [(h.chunk_id, h.score) for h in hits])
-        return self._sources(found[:k], nodes, mode)
+        """The top_k chunks for `question`, best first, not yet filtered for relevance (`HybridRetriever.sources`)."""
+        return self.retriever.sources(question, top_k, mode, vector)
 
     async def aretrieve(self, question: str, top_k: int | None = None, mode: str | None = None) -> list[Source]:
-        """`retrieve` for the event loop: the question is embedded by an awaited call that a cancelled
-        request stops; the store and keyword lookups, local and short, run in a worker thread."""
-        require_question(question)
-        mode = self.mode_for(mode)
-        vector = None
-        if mode != "keyword":
-            await anyio.to_thread.run_sync(self.store.check_model, self.settings.embed_model)
-            with ollama_errors(self.settings, self.settings.embed_model):
-                vector = await self.embed_model.aget_query_embedding(question)
-        return await anyio.to_thread.run_sync(self.retrieve, question, top_k, mode, vector)
-
-    def _vector(self, question: str, depth: int, vector: list[float] | None) -> list[NodeWithScore]:
-        retriever = ChromaRetriever(self.store, self.embed_model, depth)
-        with ollama_errors(self.settings, self.settings.embed_model):
-            return retriever.retrieve(QueryBundle(question, embedding=vector))
-
-    def _rank(self, mode: str, vector: list[tuple[str, float]], keyword: list[tuple[str, float]]) -> list[Candidate]:
-        if mode != "hybrid":
-            return candidates(vector, keyword)  # one side is empty: its own order
-        s = self.settings
-        return fuse(vector, keyword, s.fusion, rrf_k=s.rrf_k, vector_weight=s.fusion_vector_weight)
-
-    def _sources(self, found: list[Candidate], nodes: list[NodeWithScore], mode: str) -> list[Source]:
-        stored = {n.node.node_id: (n.node.get_content(), n.node.metadata) for n in nodes}
-        missing = [c.chunk_id for c in found if c.chunk_id not in stored]
-        if missing:  # keyword-only hits: their text and metadata come from the store
-            records, _ = self.store.get_with_embeddings(missing)
-            stored.update({r.id: (r.text, r.metadata) for r in records})
-        out: list[Source] = []
-        for c in found:
-            if c.chunk_id in stored:  # else the keyword index is ahead of the store while an ingest runs
-                out.append(_source(len(out) + 1, c, *stored[c.chunk_id], mode))
-        return out
+        """`retrieve` for the event loop; a cancelled request stops the question's embedding."""
+        return await self.retriever.asources(question, top_k, mode)
 
     def relevant(self, sources: list[Source]) -> list[Source]:
         kept = [s for s in sources if self.is_relevant(s)]
@@ -218,11 +121,6 @@ class RagPipeline:
                             yield event
         for event in turn.finish():
             yield event
-
-
-def require_question(question: str) -> None:
-    if is_blank(question):
-        raise BadRequest(f"question: {BLANK}")
 
 
 def _answer(events: list[dict[str, Any]]) -> Answer:
