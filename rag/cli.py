@@ -23,7 +23,6 @@ from rag.errors import RagError
 from rag.eval.cli import eval_group
 
 EXIT_OK, EXIT_FILES_FAILED = 0, 1
-PACKAGE = "ollama-rag"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -50,15 +49,14 @@ def _invalid(exc: ValidationError, prefix: str) -> NoReturn:
 
 def _settings(ctx: click.Context) -> Settings:
     """The settings, built and checked once per run (an invalid one is one error line), logging set from them."""
-    root = ctx.find_root()
-    if "settings" not in root.meta:
+    if "settings" not in ctx.meta:  # click shares meta between a context and its subcommands
         try:
             settings = Settings()
         except ValidationError as exc:
             _invalid(exc, "RAG_")
-        _setup_logging(settings.log_level, root.meta["verbose"])
-        root.meta["settings"] = settings
-    return root.meta["settings"]  # type: ignore[no-any-return]
+        _setup_logging(settings.log_level, ctx.meta["verbose"])
+        ctx.meta["settings"] = settings
+    return ctx.meta["settings"]  # type: ignore[no-any-return]
 
 
 def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P, R]:
@@ -72,7 +70,7 @@ def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P,
 
 
 @click.group()
-@click.version_option(package_name=PACKAGE, prog_name="rag")
+@click.version_option(prog_name="rag")  # the installed distribution's version, via importlib.metadata
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -271,7 +269,7 @@ def engine(ctx: click.Context) -> None:
         settings = EngineSettings()
     except ValidationError as exc:
         _invalid(exc, "RAG_ENGINE_")
-    _setup_logging(settings.log_level, ctx.find_root().meta["verbose"])
+    _setup_logging(settings.log_level, ctx.meta["verbose"])
     try:
         serve_engine(settings)
     except SelfCheckFailed as exc:
