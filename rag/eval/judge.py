@@ -22,7 +22,7 @@ import ollama
 
 from rag.config import Settings
 from rag.errors import OllamaError, OllamaUnavailable, RagError
-from rag.ollama import call, chat_options, make_client
+from rag.ollama import call, chat_options, ollama_client
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class StructuredChat:
         self.model = model
         self.options = {**chat_options(settings), "temperature": 0.0, "num_predict": JUDGE_NUM_PREDICT,
                         "seed": settings.seed if seed is None else seed}
-        self._client = client or make_client(settings)
+        self._client = client or ollama_client(settings)
 
     def _chat(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
         response = call(self.settings, self.model, lambda: self._client.chat(
