@@ -22,9 +22,6 @@ from rag.index.token_store import KeywordWriter
 
 log = logging.getLogger(__name__)
 
-_PAGE = 5000  # ids per read: below Chroma's max batch on every build
-
-
 # -- after a crash ----------------------------------------------------------------------------------
 
 
@@ -37,9 +34,9 @@ def sweep(store: ChromaStore, keywords: KeywordWriter | None, journal: Journal, 
         return 0
     candidates = set(journal.ids)
     if journal.everything:  # a rebuild was interrupted: anything may be left, so look at everything
-        candidates |= chroma_sources(store).keys() | (keywords.store.ids() if keywords else set())
+        candidates |= store.source_of_ids().keys() | (keywords.store.ids() if keywords else set())
     orphans = sorted(candidates - manifest.owned())
-    stored = _in_chroma(store, orphans) | (keywords.store.present(orphans) if keywords else set())
+    stored = store.present(orphans) | (keywords.store.present(orphans) if keywords else set())
     if stored:
         log.info("removing %d chunks no file owns (left by an interrupted ingest)", len(stored))
         if keywords:
@@ -82,27 +79,6 @@ def reconcile_at_startup(settings: Settings, store: ChromaStore | None = None) -
     except StoreLocked:
         log.info("an ingest is running; it will remove what an interrupted one left")
         return 0
-
-
-def chroma_sources(store: ChromaStore) -> dict[str, str]:
-    """Chunk id -> source of everything in the collection."""
-    if not store.exists():
-        return {}
-    out: dict[str, str] = {}
-    for offset in range(0, store.count(), _PAGE):
-        got = store.collection.get(include=["metadatas"], limit=_PAGE, offset=offset)
-        for cid, meta in zip(got["ids"], got["metadatas"], strict=True):
-            out[cid] = str((meta or {}).get("source", "?"))
-    return out
-
-
-def _in_chroma(store: ChromaStore, ids: list[str]) -> set[str]:
-    if not ids or not store.exists():
-        return set()
-    found: set[str] = set()
-    for start in range(0, len(ids), _PAGE):
-        found.update(store.collection.get(ids=ids[start : start + _PAGE], include=[])["ids"])
-    return found
 
 
 # -- rag check --------------------------------------------------------------------------------------
@@ -170,7 +146,7 @@ def inspect(settings: Settings, store: ChromaStore) -> Findings:
     for entry in manifest.files.values():
         for cid in entry.chunk_ids:
             owners.setdefault(cid, []).append(entry.source)
-    stored = chroma_sources(store)
+    stored = store.source_of_ids()
     found = Findings(files=len(manifest.files), chunks=len(owners), journal=len(Journal(settings.journal_path).ids))
     found.chroma_orphans = {i: s for i, s in stored.items() if i not in owners}
     found.chroma_missing = {i: o[0] for i, o in owners.items() if i not in stored}

@@ -162,12 +162,29 @@ class ChromaStore:
         found = self._find()
         return int(found.count()) if found is not None else 0
 
+    def _get(self, ids: Sequence[str], include: list[str]) -> Iterator[dict[str, Any]]:
+        """Chroma's `get` in batches it accepts; ids it does not hold are left out of the answer."""
+        ids = list(ids)
+        for part in self._batches(len(ids)):
+            yield self.collection.get(ids=ids[part], include=include)
+
+    def present(self, ids: Sequence[str]) -> set[str]:
+        """Which of these chunk ids the collection holds (none when there is no collection)."""
+        if not ids or not self.exists():
+            return set()
+        return {rid for got in self._get(ids, []) for rid in got["ids"]}
+
+    def records(self, ids: Sequence[str]) -> list[Record]:
+        return [
+            Record(rid, text or "", dict(meta or {}))
+            for got in self._get(ids, ["documents", "metadatas"])
+            for rid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
     def get_with_embeddings(self, ids: Sequence[str]) -> tuple[list[Record], list[list[float]]]:
         records: list[Record] = []
         vectors: list[list[float]] = []
-        ids = list(ids)
-        for part in self._batches(len(ids)):
-            got = self.collection.get(ids=ids[part], include=["documents", "metadatas", "embeddings"])
+        for got in self._get(ids, ["documents", "metadatas", "embeddings"]):
             for i, rid in enumerate(got["ids"]):
                 records.append(Record(rid, got["documents"][i], dict(got["metadatas"][i])))
                 vectors.append([float(x) for x in got["embeddings"][i]])
@@ -190,13 +207,19 @@ class ChromaStore:
 
     def sources(self) -> Counter[str]:
         """Chunk counts per source path, read from the stored metadata."""
-        counts: Counter[str] = Counter()
-        total = self.count()
-        step = 5000
-        for offset in range(0, total, step):
+        return Counter(self.source_of_ids().values())
+
+    def source_of_ids(self) -> dict[str, str]:
+        """Chunk id -> source path of everything in the collection (nothing when there is none)."""
+        if not self.exists():
+            return {}
+        out: dict[str, str] = {}
+        step = 5000  # below Chroma's max batch on every build
+        for offset in range(0, self.count(), step):
             got = self.collection.get(include=["metadatas"], limit=step, offset=offset)
-            counts.update(m.get("source", "?") for m in got["metadatas"])
-        return counts
+            for rid, meta in zip(got["ids"], got["metadatas"], strict=True):
+                out[rid] = str((meta or {}).get("source", "?"))
+        return out
 
     def heartbeat(self) -> None:
         try:

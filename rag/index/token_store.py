@@ -159,12 +159,11 @@ class KeywordWriter:
     def backfill(self, store: ChromaStore, ids: Sequence[str]) -> None:
         """Tokenise chunks already in Chroma (an index made before keywords, or --reindex-keywords)."""
         ids = sorted(set(ids) - self.store.present(ids))
-        step = 1000
+        step = 1000  # one transaction per thousand chunks: a long backfill keeps what it has done
         for start in range(0, len(ids), step):
-            got = store.collection.get(ids=ids[start : start + step], include=["documents", "metadatas"])
             rows = [
-                (cid, str((meta or {}).get("content_hash", "")), self._tokens(text or ""))
-                for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+                (r.id, str(r.metadata.get("content_hash", "")), self._tokens(r.text))
+                for r in store.records(ids[start : start + step])
             ]
             self.store.change(rows, [])
 
