@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from rag.answer.models import MODE_HELP, MODES
 from rag.config import Settings
 from rag.console import fail, progress_bar
 from rag.errors import RagError
@@ -68,8 +69,7 @@ def eval_group() -> None:
               help="Output folder (default eval-runs/<timestamp>/).")
 @click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True,
               help="Chunks retrieved per question; 5 so that hit@5 is measured.")
-@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default=None,
-              help="Retrieval mode (default RAG_RETRIEVAL_MODE).")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @click.option("--judge-model", default=None, help="Ollama model that judges faithfulness (default RAG_CHAT_MODEL).")
 @click.option("--fail-under", callback=_thresholds, default=None, metavar="METRIC=MIN,...",
               help="Exit 1 when a mean falls below its minimum, e.g. faithfulness=0.8,hit@5=0.9.")
