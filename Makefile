@@ -19,7 +19,7 @@ install: $(PY)
 	# live in scripts/build-llama.sh only), in a wheel keyed by its flags so no stale native wheel is reused;
 	# scripts/check_portable.py then disassembles the installed library to prove it.
 	bash scripts/build-llama.sh $(PY)
-	$(PY) -m pip install -e ".[engine,dev]"
+	$(PY) -m pip install -e ".[engine,dev,eval]"
 	$(PY) scripts/check_portable.py
 
 demo: install
@@ -40,7 +40,7 @@ bench:
 	$(PY) bench/eval_topk.py
 
 lint:
-	$(VENV)/bin/ruff check rag ingest tests bench
+	$(VENV)/bin/ruff check rag ingest tests bench scripts
 	$(VENV)/bin/mypy
 
 engine:
