@@ -7,66 +7,22 @@ environment holds) and configures logging from them.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from rag.config import Settings
-from rag.console import EXIT_ERROR, fail, progress_bar
+from rag.console import EXIT_ERROR, fail, invalid_settings, pass_settings, progress_bar, setup_logging
 from rag.errors import RagError
 from rag.eval.cli import eval_group
 
 EXIT_OK, EXIT_FILES_FAILED = 0, 1
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _setup_logging(level: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "chromadb", "urllib3", "bm25s", "jieba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _invalid(exc: ValidationError, prefix: str) -> NoReturn:
-    """One error line naming each bad variable (a field read under its own name, like OLLAMA_HOST, keeps it)."""
-
-    def variable(loc: tuple[int | str, ...]) -> str:
-        name = "_".join(map(str, loc))
-        return name if name.isupper() else f"{prefix}{name.upper()}"
-
-    fail("invalid settings: " + "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in exc.errors()))
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings, built and checked once per run (an invalid one is one error line), logging set from them."""
-    if "settings" not in ctx.meta:  # click shares meta between a context and its subcommands
-        try:
-            settings = Settings()
-        except ValidationError as exc:
-            _invalid(exc, "RAG_")
-        _setup_logging(settings.log_level, ctx.meta["verbose"])
-        ctx.meta["settings"] = settings
-    return ctx.meta["settings"]  # type: ignore[no-any-return]
-
-
-def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P, R]:
-    """Like click.pass_obj, with the settings built when the command runs, after its options are parsed."""
-
-    @wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        return command(_settings(click.get_current_context()), *args, **kwargs)
-
-    return run
 
 
 @click.group()
@@ -76,10 +32,6 @@ def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P,
 def main(ctx: click.Context, verbose: bool) -> None:
     """Offline-first question answering over your documents, with Ollama models."""
     ctx.meta["verbose"] = verbose
-    if ctx.invoked_subcommand == "eval":
-        # `rag eval`'s commands take the settings as click's obj (click.pass_obj), so they are built before
-        # its subcommand reads its options; the other commands build them only when they run.
-        ctx.obj = _settings(ctx)
 
 
 def _progress(total: int) -> Callable[[int], None]:
@@ -268,8 +220,8 @@ def engine(ctx: click.Context) -> None:
     try:
         settings = EngineSettings()
     except ValidationError as exc:
-        _invalid(exc, "RAG_ENGINE_")
-    _setup_logging(settings.log_level, ctx.meta["verbose"])
+        invalid_settings(exc, "RAG_ENGINE_")
+    setup_logging(settings.log_level, ctx.meta["verbose"])
     try:
         serve_engine(settings)
     except SelfCheckFailed as exc:

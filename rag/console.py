@@ -1,12 +1,21 @@
-"""What the `rag` commands share on the terminal: the error line with its exit code, and progress bars."""
+"""What the `rag` commands share on the terminal: settings built when a command runs, the error line with its
+exit code, logging, and progress bars."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from functools import wraps
+from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 
 import click
+from pydantic import ValidationError
+
+from rag.config import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_ERROR = 2  # an error that stopped the command
 
@@ -21,3 +30,45 @@ def progress_bar(description: str, total: int, unit: str, leave: bool = True) ->
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=description, disable=None, file=sys.stderr, leave=leave).update
+
+
+def setup_logging(level: str, verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "chromadb", "urllib3", "bm25s", "jieba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def invalid_settings(exc: ValidationError, prefix: str) -> NoReturn:
+    """One error line naming each bad variable (a field read under its own name, like OLLAMA_HOST, keeps it)."""
+
+    def variable(loc: tuple[int | str, ...]) -> str:
+        name = "_".join(map(str, loc))
+        return name if name.isupper() else f"{prefix}{name.upper()}"
+
+    fail("invalid settings: " + "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in exc.errors()))
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The settings, built and checked once per run (an invalid one is one error line), logging set from them."""
+    if "settings" not in ctx.meta:  # click shares meta between a context and its subcommands
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            invalid_settings(exc, "RAG_")
+        setup_logging(settings.log_level, ctx.meta["verbose"])
+        ctx.meta["settings"] = settings
+    return ctx.meta["settings"]  # type: ignore[no-any-return]
+
+
+def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P, R]:
+    """Like click.pass_obj, with the settings built when the command runs, after its options are parsed."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return command(_settings(click.get_current_context()), *args, **kwargs)
+
+    return run

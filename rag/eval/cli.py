@@ -14,7 +14,7 @@ import click
 
 from rag.answer.models import MODE_HELP, MODES
 from rag.config import Settings
-from rag.console import fail, progress_bar
+from rag.console import fail, pass_settings, progress_bar
 from rag.errors import RagError
 
 EXIT_THRESHOLD_MISSED = 1
@@ -73,7 +73,7 @@ def eval_group() -> None:
 @click.option("--judge-model", default=None, help="Ollama model that judges faithfulness (default RAG_CHAT_MODEL).")
 @click.option("--fail-under", callback=_thresholds, default=None, metavar="METRIC=MIN,...",
               help="Exit 1 when a mean falls below its minimum, e.g. faithfulness=0.8,hit@5=0.9.")
-@click.pass_obj
+@pass_settings
 def run_command(settings: Settings, dataset: Path, url: str | None, out: Path | None, top_k: int, mode: str | None,
                 judge_model: str | None, fail_under: dict[str, float] | None) -> None:
     """Answer every question of DATASET (JSON Lines) as /ask does, judge and score it, and write a report."""
@@ -114,7 +114,7 @@ def _check(summary: dict[str, Any], thresholds: dict[str, float] | None) -> None
 @click.option("--n", "count", type=click.IntRange(1, 1000), default=20, show_default=True, help="Rows to draft.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which chunks are sampled.")
 @click.option("--model", default=None, help="Ollama model that writes the questions (default RAG_CHAT_MODEL).")
-@click.pass_obj
+@pass_settings
 def generate_command(settings: Settings, out: Path, count: int, seed: int, model: str | None) -> None:
     """Draft a dataset: one question per sampled chunk, labelled with that chunk's source. Review it."""
     from rag.eval.dataset import draft_dataset
@@ -138,7 +138,7 @@ def generate_command(settings: Settings, out: Path, count: int, seed: int, model
 @click.option("--judge-model", default=None, help="Ollama model that judges (default RAG_CHAT_MODEL).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Score at or above which an answer counts as supported (1.0: every statement supported).")
-@click.pass_obj
+@pass_settings
 def validate_command(settings: Settings, cases: Path, runs: int, out: Path | None, judge_model: str | None,
                      threshold: float) -> None:
     """Score the labelled CASES with the judge: AUROC, balanced accuracy, failures, spread, and a baseline."""
