@@ -10,8 +10,8 @@ import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from ingest.chunking import Chunk
 from rag.config import Settings
 from rag.index.bm25 import KeywordIndexUnavailable, build_index, load_index, save_index
 from rag.index.chroma import ChromaStore
@@ -26,6 +26,19 @@ CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks (content_hash);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _IN_CLAUSE = 500  # ids per `IN (...)`: below SQLite's variable limit on every build
+
+
+class ChunkText(Protocol):
+    """What the token store needs of a chunk (ingest's Chunk has it): the index sits below ingest."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def content_hash(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 class TokenStore:
@@ -135,7 +148,7 @@ class KeywordWriter:
         """The writer of a keyword index that has its tokens; None where there is none to keep in step."""
         return cls(settings) if cls.has_tokens(settings) else None
 
-    def put(self, chunks: Sequence[Chunk], donors: Sequence[str]) -> None:
+    def put(self, chunks: Sequence[ChunkText], donors: Sequence[str]) -> None:
         """Store the tokens of a file's chunks; the chunks they replace are deleted later, by `delete`.
 
         A chunk already stored (same id, so same text) is left alone; one with the text of a chunk it
