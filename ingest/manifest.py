@@ -10,15 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.config import Settings
 from rag.errors import StoreDamaged
 
 MANIFEST_VERSION = 1
-
-
-def manifest_path(settings: Settings) -> Path:
-    """Kept for rag/cli.py (`rag status`); the path itself is Settings.manifest_path."""
-    return settings.manifest_path
 
 
 @dataclass

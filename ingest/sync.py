@@ -19,7 +19,6 @@ from ingest.chunking import Chunk, chunk_document, split_chunk
 from ingest.journal import Journal
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
 from ingest.manifest import FileEntry, Manifest, sha256_file
-from ingest.manifest import manifest_path as manifest_path  # kept for rag/cli.py; the path is Settings'
 from ingest.reconcile import sweep
 from rag.config import Settings
 from rag.errors import BadRequest

@@ -138,10 +138,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 def status(settings: Settings) -> None:
     """What is indexed, and whether Ollama and both models are there."""
     from ingest.manifest import Manifest
-    from ingest.sync import manifest_path
     from rag import ollama
 
-    manifest = Manifest.load(manifest_path(settings))
+    manifest = Manifest.load(settings.manifest_path)
     click.echo(f"storage:     {settings.storage_dir}" + (f" (Chroma server {settings.chroma_host}:"
                                                         f"{settings.chroma_port})" if settings.chroma_host else ""))
     chunks = sum(len(e.chunk_ids) for e in manifest.files.values())
