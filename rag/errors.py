@@ -1,4 +1,4 @@
-"""The error tree: what can go wrong, said so a user knows what to do. Mapped to HTTP in api.py."""
+"""The error tree: what can go wrong, said so a user knows what to do. Mapped to HTTP in rag/serve/app.py."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class ModelNotFound(RagError):
 
 class OllamaError(RagError):
     code, status = "ollama_error", 502
+
+
+class InputTooLong(RagError):
+    """The embedding model refused an input as longer than its context; the caller splits it."""
+
+    code, status = "input_too_long", 422
 
 
 class EmbeddingModelMismatch(RagError):

@@ -13,7 +13,8 @@ import ollama
 from llama_index.llms.ollama import Ollama
 
 from rag.config import Settings
-from rag.errors import ModelNotFound, OllamaError, OllamaUnavailable, RagError
+from rag.errors import InputTooLong as InputTooLong  # re-exported: ingest/sync.py imports it from here
+from rag.errors import ModelNotFound, OllamaError, OllamaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,6 @@ T = TypeVar("T")
 
 # Ollama's wording when an input is longer than the embedding model's context (truncate: false).
 TOO_LONG = "input length exceeds"
-
-
-class InputTooLong(RagError):
-    """The embedding model refused an input as longer than its context; the caller splits it."""
-
-    code, status = "input_too_long", 422
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
 
-from rag.answer.models import Answer, Mode, Source, require_question
+from rag.answer.models import Answer, AnswerWarning, Mode, Source, require_question
 from rag.answer.prompts import (
     NO_ANSWER,
     NOT_COVERED,
@@ -87,31 +87,42 @@ class RagPipeline:
         return by_vector or (s.keyword_score or 0.0) > self.settings.keyword_min_score
 
     def ask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
-        return _answer(list(self.ask_stream(question, top_k, mode=mode)))
+        turn = _Turn(self, question, mode)
+        for _ in self._events(turn, top_k):
+            pass
+        return turn.answer()
 
     async def aask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
-        return _answer([event async for event in self.aask_stream(question, top_k, mode=mode)])
+        turn = _Turn(self, question, mode)
+        async with aclosing(self._aevents(turn, top_k)) as events:
+            async for _ in events:
+                pass
+        return turn.answer()
 
     def ask_stream(self, question: str, top_k: int | None = None, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Events: {"type": "sources"}, then {"type": "token"}..., then {"type": "done"} with timings.
 
         Retrieval runs before the first event, so its errors surface before anything is sent.
         """
-        turn = _Turn(self, question, mode)
-        yield turn.sources(self.retrieve(question, top_k, turn.mode))
+        return self._events(_Turn(self, question, mode), top_k)
+
+    def aask_stream(
+        self, question: str, top_k: int | None = None, mode: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """`ask_stream` for the event loop. Cancelling it (or closing it) closes the request to Ollama,
+        which stops generating."""
+        return self._aevents(_Turn(self, question, mode), top_k)
+
+    def _events(self, turn: _Turn, top_k: int | None) -> Iterator[dict[str, Any]]:
+        yield turn.sources(self.retrieve(turn.question, top_k, turn.mode))
         if turn.messages:
             with ollama_errors(self.settings, self.settings.chat_model):
                 for chunk in self.llm.stream_chat(turn.messages):
                     yield from turn.feed(chunk)
         yield from turn.finish()
 
-    async def aask_stream(
-        self, question: str, top_k: int | None = None, mode: str | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """`ask_stream` for the event loop. Cancelling it (or closing it) closes the request to Ollama,
-        which stops generating."""
-        turn = _Turn(self, question, mode)
-        yield turn.sources(await self.aretrieve(question, top_k, turn.mode))
+    async def _aevents(self, turn: _Turn, top_k: int | None) -> AsyncGenerator[dict[str, Any], None]:
+        yield turn.sources(await self.aretrieve(turn.question, top_k, turn.mode))
         if turn.messages:
             with ollama_errors(self.settings, self.settings.chat_model):
                 # aclosing: LlamaIndex's wrappers do not close the stream under them when left early.
@@ -121,13 +132,6 @@ class RagPipeline:
                             yield event
         for event in turn.finish():
             yield event
-
-
-def _answer(events: list[dict[str, Any]]) -> Answer:
-    done = events[-1]
-    return Answer(answer=done["answer"], sources=events[0]["sources"], model=done["model"],
-                  abstained=done["abstained"], timings_ms=done["timings_ms"], mode=done["mode"],
-                  warnings=done["warnings"])
 
 
 class _Turn:
@@ -143,6 +147,7 @@ class _Turn:
         self.parts: list[str] = []
         self.evaluated: int | None = None  # prompt_eval_count, from Ollama's last chunk
         self.warnings: list[dict[str, str]] = []
+        self.finished: float | None = None
 
     def sources(self, found: list[Source]) -> dict[str, Any]:
         """The sources event: the relevant sources that fit the prompt, numbered as the model sees them."""
@@ -175,23 +180,21 @@ class _Turn:
         if cut := truncation_warning(self.evaluated, self.settings):
             self.warnings.append(cut)
             log.warning("%s", cut["message"])
-        yield self._done(time.perf_counter())
+        self.finished = time.perf_counter()
+        yield {"type": "done", **self.answer().model_dump(exclude={"sources"})}
 
-    def _done(self, now: float) -> dict[str, Any]:
-        answer = "".join(self.parts).strip()
-        return {
-            "type": "done",
-            "answer": answer,
-            "model": self.settings.chat_model,
-            "abstained": is_abstention(answer),
-            "mode": self.mode,
-            "warnings": self.warnings,
-            "timings_ms": {
+    def answer(self) -> Answer:
+        """The answer so far (the whole of it once `finish` has run)."""
+        text = "".join(self.parts).strip()
+        now = self.finished or time.perf_counter()
+        return Answer(
+            answer=text, sources=self.given, model=self.settings.chat_model, abstained=is_abstention(text),
+            mode=self.mode, warnings=[AnswerWarning.model_validate(w) for w in self.warnings], timings_ms={
                 "retrieve": round((self.retrieved - self.started) * 1000, 1),
                 "generate": round((now - self.retrieved) * 1000, 1),
                 "total": round((now - self.started) * 1000, 1),
             },
-        }
+        )
 
 
 def is_abstention(answer: str) -> bool:
