@@ -14,7 +14,7 @@ import pytest
 
 from ingest.loaders import walk
 from rag.index.chroma import ChromaStore
-from tests.support.helpers import CHINESE, ENGLISH, make_settings, write
+from tests.support.helpers import CHINESE, ENGLISH, make_settings, nest_past_path_max, write
 from tests.test_cli import rag
 
 SECRET = "root:x:0:0:the secret line that must never be served"
@@ -106,14 +106,7 @@ def test_1100_nested_folders_are_walked(tmp_path, docs, deep, fast_engine):
 def test_a_folder_that_cannot_be_listed_is_reported_and_what_it_held_is_kept(tmp_path, docs, fast_engine):
     write(docs / "long" / "kept.md", "Kept while its folder cannot be listed.")
     assert rag(tmp_path, fast_engine, "ingest", str(docs)).returncode == 0
-    # Nest 250-character names in it until its path is longer than the system allows (4,096 bytes).
-    fd = os.open(docs / "long", os.O_RDONLY)
-    for _ in range(20):
-        os.mkdir("n" * 250, dir_fd=fd)
-        inner = os.open("n" * 250, os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = inner
-    os.close(fd)
+    nest_past_path_max(docs / "long")
     result = rag(tmp_path, fast_engine, "ingest", str(docs))
     assert result.returncode == 1, result.stderr
     assert "cannot list this folder (File name too long)" in result.stderr

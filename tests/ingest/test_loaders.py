@@ -12,6 +12,7 @@ import pytest
 from fpdf import FPDF
 
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, LoadLimits, Page, load, walk
+from tests.support.helpers import nest_past_path_max
 
 LIMITS = LoadLimits()
 
@@ -398,15 +399,8 @@ def test_walk_reports_names_that_are_not_utf8_and_goes_on(tmp_path: Path) -> Non
 
 
 def test_walk_reports_a_folder_it_cannot_list_and_goes_on(tmp_path: Path) -> None:
-    # Nested 250-character names: past about 16 levels the path is longer than the system allows (4,096 bytes).
     (tmp_path / "a.md").write_text("a", encoding="utf-8")
-    fd = os.open(tmp_path, os.O_RDONLY)
-    for _ in range(20):
-        os.mkdir("n" * 250, dir_fd=fd)
-        inner = os.open("n" * 250, os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = inner
-    os.close(fd)
+    nest_past_path_max(tmp_path)
     found = walk(tmp_path)
     assert rel(found.files, tmp_path) == ["a.md"]
     assert len(found.problems) == len(found.unreadable) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,15 @@ ENGLISH = (
     "The spare parts are kept in building seven. Operators log every inspection in the blue binder. "
 )
 CHINESE = "数据中心的备份每天凌晨两点开始。备份文件保存三十天！过期的文件会被自动删除；管理员每周检查一次日志。"
+
+
+def nest_past_path_max(folder: Path) -> None:
+    """Nest 250-character names in `folder` until a path inside is longer than Linux allows (4,096 bytes):
+    a folder that exists but cannot be listed by its path, without needing a non-root user."""
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("n" * 250, dir_fd=fd)
+        inner = os.open("n" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)

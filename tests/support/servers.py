@@ -67,13 +67,18 @@ def engine_process(
             wait_until_up(url, proc, log, timeout)
             yield url, proc
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 15)
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
@@ -117,9 +122,4 @@ def serve_process(storage: Path, ollama_url: str, *args: str, **env: str) -> Ite
         wait_http(f"{base}/health", proc, "rag serve")
         yield base, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
