@@ -66,8 +66,6 @@ def ollama_client(settings: Settings, timeout: float | None = None) -> ollama.Cl
     return ollama.Client(host=settings.ollama_url, timeout=timeout or settings.request_timeout)
 
 
-make_client = ollama_client  # the old name, until rag/eval/judge.py says ollama_client
-
 
 def _transient(exc: Exception, reached: bool) -> bool:
     """Worth retrying: a timeout, a dropped connection, a 503 (busy). A refused connection only once the
