@@ -32,7 +32,6 @@ from rag.config import Settings  # noqa: E402
 from rag.index.bm25 import KeywordIndex, build_index, save_index  # noqa: E402
 from rag.index.chroma import ChromaStore  # noqa: E402
 from rag.index.tokens import Tokenizer  # noqa: E402
-from rag.ollama import build_embed_model, build_llm  # noqa: E402
 from tests.support.servers import running_engine  # noqa: E402
 
 DATA = ROOT / "data" / "eval" / "retrieval"
@@ -110,11 +109,9 @@ def pipeline_search(pipeline: RagPipeline, mode: str) -> Callable[[str], list[st
 
 def quality(settings: Settings, questions: list[dict[str, Any]]) -> None:
     store = ChromaStore.open(settings)
-    keywords = KeywordIndex.open(settings)
 
     def pipe(**update: Any) -> RagPipeline:
-        s = settings.model_copy(update=update)
-        return RagPipeline(s, store, build_llm(s), build_embed_model(s), keywords)
+        return RagPipeline.open(settings.model_copy(update=update), store)
 
     main = {
         "vector": evaluate(questions, pipeline_search(pipe(), "vector")),

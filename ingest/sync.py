@@ -21,10 +21,10 @@ from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_o
 from ingest.manifest import FileEntry, Manifest, sha256_file
 from ingest.reconcile import sweep
 from rag.config import Settings
-from rag.errors import BadRequest
+from rag.errors import BadRequest, InputTooLong
 from rag.index.chroma import ChromaStore, Record
 from rag.index.token_store import KeywordWriter
-from rag.ollama import Embedder, InputTooLong
+from rag.ollama import Embedder
 
 log = logging.getLogger(__name__)
 

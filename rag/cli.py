@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 
+from rag.answer.models import MODE_HELP, MODES
 from rag.config import Settings
 from rag.console import EXIT_ERROR, fail, invalid_settings, pass_settings, progress_bar, setup_logging
 from rag.errors import RagError
@@ -97,8 +98,7 @@ def _print_answer(answer: dict[str, Any]) -> None:
 @click.option("--top-k", type=int, default=None, help="Chunks to retrieve.")
 @click.option("--url", default=None, help="Ask a running `rag serve` (e.g. http://127.0.0.1:8080).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON answer.")
-@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default=None,
-              help="Retrieval mode (default RAG_RETRIEVAL_MODE, hybrid).")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @pass_settings
 def ask(
     settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None

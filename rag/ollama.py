@@ -179,7 +179,6 @@ def build_embedder(settings: Settings) -> Embedder:
     return Embedder(settings)
 
 
-build_embed_model = build_embedder  # the old name, until bench/retrieval_bench.py says build_embedder
 
 
 def available_models(settings: Settings) -> set[str]:

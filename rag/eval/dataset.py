@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag.answer.pipeline import language_of
+from rag.answer.prompts import language_of
 from rag.config import Settings
 from rag.errors import BadRequest
 from rag.eval.judge import InvalidReply, JudgeFailed, StructuredChat, text_schema
