@@ -159,3 +159,11 @@ def test_the_engine_names_its_own_invalid_variable_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid settings: OLLAMA_NUM_PARALLEL: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_python_m_rag_engine_names_an_invalid_variable_in_one_line(tmp_path):
+    env = {**os.environ, "RAG_ENGINE_THREADS": "0"}
+    result = subprocess.run([sys.executable, "-m", "rag.engine"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "error: invalid settings: RAG_ENGINE_THREADS: Input should be greater than or equal to 1\n"
