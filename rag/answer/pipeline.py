@@ -24,9 +24,8 @@ from rag.answer.prompts import (
 )
 from rag.answer.retriever import HybridRetriever
 from rag.config import Settings
-from rag.index.bm25 import KeywordIndex
 from rag.index.chroma import ChromaStore
-from rag.ollama import Embedder, build_llm, ollama_errors
+from rag.ollama import build_llm, ollama_errors
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +33,16 @@ log = logging.getLogger(__name__)
 class RagPipeline:
     """The same path for `/ask`, `rag ask` and `rag eval`: retrieve, then generate from the sources."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: ChromaStore,
-        llm: LLM,
-        embedder: Embedder,
-        keywords: KeywordIndex | None = None,
-    ) -> None:
-        self.settings = settings
-        self.llm = llm
-        # The one way this project retrieves; the keyword index is loaded once (here or by `open`), never per query.
-        self.retriever = HybridRetriever(
-            settings, store, keywords if keywords is not None else KeywordIndex.open(settings), embedder
-        )
-        self.store, self.keywords = store, self.retriever.keywords
+    def __init__(self, settings: Settings, retriever: HybridRetriever, llm: LLM) -> None:
+        # The one way this project retrieves; the keyword index was loaded once, by the retriever's builder.
+        self.settings, self.retriever, self.llm = settings, retriever, llm
+        self.store, self.keywords = retriever.store, retriever.keywords
 
     @classmethod
     def open(cls, settings: Settings, store: ChromaStore | None = None, llm: LLM | None = None) -> RagPipeline:
         """The pipeline as every caller builds it: `HybridRetriever.open` and the chat model, from settings.
         Taking the store lock is the caller's part, as it spans the pipeline's life."""
-        retriever = HybridRetriever.open(settings, store)
-        return cls(settings, retriever.store, llm or build_llm(settings), retriever.embedder, retriever.keywords)
+        return cls(settings, HybridRetriever.open(settings, store), llm or build_llm(settings))
 
     def mode_for(self, requested: str | None = None) -> Mode:
         return self.retriever.mode_for(requested)

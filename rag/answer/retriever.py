@@ -19,7 +19,6 @@ from rag.config import Settings
 from rag.errors import BadRequest
 from rag.index.bm25 import KeywordIndex
 from rag.index.chroma import ChromaStore, Record
-from rag.index.tokens import segmenter
 from rag.ollama import Embedder, build_embedder
 
 # Metadata a LlamaIndex prompt or embedding does not need to see: the model reads the source and the page.
@@ -52,8 +51,7 @@ class HybridRetriever(BaseRetriever):
     ) -> HybridRetriever:
         """From settings: the store (opened unless given), the keyword index with jieba warmed up, the embedder."""
         keywords = KeywordIndex.open(settings)
-        if keywords.available:
-            segmenter()  # jieba's dictionary loads now, not on the first Chinese question
+        keywords.warm_up()  # jieba's dictionary loads now, not on the first Chinese question
         return cls(settings, store or ChromaStore.open(settings), keywords, build_embedder(settings), top_k, mode)
 
     def mode_for(self, requested: str | None = None) -> Mode:

@@ -75,11 +75,6 @@ class Segmenter:
         return self._jieba
 
 
-def segmenter() -> Any:
-    """Kept for rag/serve/app.py's warm-up: loads jieba's dictionary now. Prefer `KeywordIndex.warm_up()`."""
-    return Segmenter().load()
-
-
 class Tokenizer:
     """Lower-cased word tokens for Latin text, jieba words for Chinese; `calls` counts texts tokenised.
 
