@@ -51,6 +51,11 @@ class EngineStats:
             self.cancelled += stats.done_reason == "cancelled"
             self.can_generate = True
 
+    def dropped_in_queue(self) -> None:
+        """A client left before its generation started: cancelled, and no sign either way of the model."""
+        with self._lock:
+            self.cancelled += 1
+
     def crashed(self, spec: ModelSpec, message: str) -> None:
         with self._lock:
             self.runner_crashes += 1
@@ -218,7 +223,7 @@ class Engine:
         slot = await self.scheduler.acquire(spec, n_ctx, keep_alive)
         if gone is not None and await gone():
             await self.scheduler.release(slot)
-            self.stats.generated(GenerationStats(done_reason="cancelled"))
+            self.stats.dropped_in_queue()
             raise ClientGone()
 
         def work(cancel: threading.Event, emit: Callable[[str], None]) -> GenerationStats:
