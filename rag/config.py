@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         description="Host names rag serve answers besides loopback ones, comma-separated; * allows any.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    model_name: str = Field(
+        default="rag", description="The model the OpenAI- and Ollama-compatible endpoints offer: these documents."
+    )
+    chat_sources: bool = Field(
+        default=True, description="Append a Sources block (file, page) to answers on those endpoints."
+    )
 
     @field_validator("chroma_host")
     @classmethod

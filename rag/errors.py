@@ -74,3 +74,15 @@ class ClientDisconnected(RagError):
     """The client left before its answer was ready; what it started was cancelled. Nobody reads the reply."""
 
     code, status = "client_disconnected", 499  # nginx's "client closed request"
+
+
+class UnknownModel(RagError):
+    """A chat endpoint was asked for a model this service does not offer (it offers one per collection)."""
+
+    code, status = "unknown_model", 404
+
+
+class NotFound(RagError):
+    """A path this service does not offer (e.g. Ollama's model-management routes on its facade)."""
+
+    code, status = "not_found", 404

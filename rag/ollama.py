@@ -93,7 +93,16 @@ def chat_options(settings: Settings) -> dict[str, Any]:
 ANSWER_STOPS = ["\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "\n["]
 
 
-def build_llm(settings: Settings) -> Ollama:
+# A follow-up's rewrite is one short line: a question, not an answer.
+CONDENSE_TOKENS = 64
+
+
+def build_llm(settings: Settings, num_predict: int | None = None, stops: list[str] | None = None) -> Ollama:
+    """The chat model; `num_predict` and `stops` for a call that wants a shorter answer (num_ctx is the same,
+    so Ollama does not reload the model)."""
+    options = {**chat_options(settings), "stop": stops or ANSWER_STOPS}
+    if num_predict is not None:
+        options["num_predict"] = num_predict
     return Ollama(
         model=settings.chat_model,
         base_url=settings.ollama_url,
@@ -101,7 +110,7 @@ def build_llm(settings: Settings) -> Ollama:
         temperature=settings.temperature,
         context_window=settings.num_ctx,
         keep_alive=settings.keep_alive,
-        additional_kwargs={**chat_options(settings), "stop": ANSWER_STOPS},
+        additional_kwargs=options,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rag.config import Mode
 from rag.errors import BadRequest
@@ -55,8 +55,30 @@ class Source(BaseModel):
 DEBUG_FIELDS = ("vector_score", "vector_rank", "keyword_score", "keyword_rank", "fused_score")
 
 
+class Message(BaseModel):
+    """A turn of a conversation, as OpenAI and Ollama clients send it; `content` may be a list of parts."""
+
+    model_config = ConfigDict(extra="allow")  # images, tool calls, names: accepted and not used
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = ""
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):  # OpenAI's [{"type": "text", "text": ...}, {"type": "image_url"}]
+            return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class Usage(BaseModel):
+    """Tokens as Ollama counted them: the prompt evaluated and the answer generated (0 with no chat call)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class AnswerWarning(BaseModel):
-    code: Literal["sources_left_out", "prompt_truncated"]
+    code: Literal["sources_left_out", "prompt_truncated", "history_cut"]
     message: str
 
 
@@ -68,8 +90,13 @@ class Answer(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     mode: Mode | None = Field(default=None, description="The retrieval mode in effect.")
     warnings: list[AnswerWarning] = Field(
-        default_factory=list, description="What the answer may suffer from: sources left out, a prompt cut."
+        default_factory=list,
+        description="What the answer may suffer from: sources left out, a prompt cut, old turns left out.",
     )
+    standalone_question: str | None = Field(
+        default=None, description="A follow-up rewritten to stand alone: what was searched for."
+    )
+    usage: Usage = Field(default_factory=Usage)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
 
-from rag.answer.models import Answer, AnswerWarning, Mode, Source, require_question
+from rag.answer.conversation import acondense, condense, conversation, history_warning
+from rag.answer.models import Answer, AnswerWarning, Message, Mode, Source, Usage, require_question
 from rag.answer.prompts import (
     NO_ANSWER,
     NOT_COVERED,
@@ -25,7 +26,7 @@ from rag.answer.prompts import (
 from rag.answer.retriever import HybridRetriever
 from rag.config import Settings
 from rag.index.chroma import ChromaStore
-from rag.ollama import build_llm, ollama_errors
+from rag.ollama import CONDENSE_TOKENS, build_llm, ollama_errors
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)
 class RagPipeline:
     """The same path for `/ask`, `rag ask` and `rag eval`: retrieve, then generate from the sources."""
 
-    def __init__(self, settings: Settings, retriever: HybridRetriever, llm: LLM) -> None:
+    def __init__(self, settings: Settings, retriever: HybridRetriever, llm: LLM, condenser: LLM | None = None) -> None:
         # The one way this project retrieves; the keyword index was loaded once, by the retriever's builder.
         self.settings, self.retriever, self.llm = settings, retriever, llm
+        # The same chat model, asked for one short line: it rewrites follow-up questions.
+        self.condenser = condenser or build_llm(settings, num_predict=CONDENSE_TOKENS, stops=["\n"])
         self.store, self.keywords = retriever.store, retriever.keywords
 
     @classmethod
@@ -73,34 +76,46 @@ class RagPipeline:
         by_vector = s.vector_score is not None and s.vector_score >= self.settings.min_score
         return by_vector or (s.keyword_score or 0.0) > self.settings.keyword_min_score
 
-    def ask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
-        turn = _Turn(self, question, mode)
+    def ask(
+        self, question: str, top_k: int | None = None, mode: str | None = None, history: Sequence[Message] = ()
+    ) -> Answer:
+        """The answer to `question`; with `history` (the turns before it), a follow-up is made standalone
+        by the chat model before retrieval (`Answer.standalone_question`)."""
+        turn = _Turn(self, question, mode, history)
         for _ in self._events(turn, top_k):
             pass
         return turn.answer()
 
-    async def aask(self, question: str, top_k: int | None = None, mode: str | None = None) -> Answer:
-        turn = _Turn(self, question, mode)
+    async def aask(
+        self, question: str, top_k: int | None = None, mode: str | None = None, history: Sequence[Message] = ()
+    ) -> Answer:
+        turn = _Turn(self, question, mode, history)
         async with aclosing(self._aevents(turn, top_k)) as events:
             async for _ in events:
                 pass
         return turn.answer()
 
-    def ask_stream(self, question: str, top_k: int | None = None, mode: str | None = None) -> Iterator[dict[str, Any]]:
+    def ask_stream(
+        self, question: str, top_k: int | None = None, mode: str | None = None, history: Sequence[Message] = ()
+    ) -> Iterator[dict[str, Any]]:
         """Events: {"type": "sources"}, then {"type": "token"}..., then {"type": "done"} with timings.
 
-        Retrieval runs before the first event, so its errors surface before anything is sent.
+        The rewrite of a follow-up and retrieval run before the first event, so their errors surface
+        before anything is sent.
         """
-        return self._events(_Turn(self, question, mode), top_k)
+        return self._events(_Turn(self, question, mode, history), top_k)
 
     def aask_stream(
-        self, question: str, top_k: int | None = None, mode: str | None = None
+        self, question: str, top_k: int | None = None, mode: str | None = None, history: Sequence[Message] = ()
     ) -> AsyncGenerator[dict[str, Any], None]:
         """`ask_stream` for the event loop. Cancelling it (or closing it) closes the request to Ollama,
         which stops generating."""
-        return self._aevents(_Turn(self, question, mode), top_k)
+        return self._aevents(_Turn(self, question, mode, history), top_k)
 
     def _events(self, turn: _Turn, top_k: int | None) -> Iterator[dict[str, Any]]:
+        if turn.conversation.is_follow_up:
+            with ollama_errors(self.settings, self.settings.chat_model):
+                turn.rewritten(condense(self.condenser, turn.conversation, turn.lang, self.keywords.tokenizer))
         yield turn.sources(self.retrieve(turn.question, top_k, turn.mode))
         if turn.messages:
             with ollama_errors(self.settings, self.settings.chat_model):
@@ -109,6 +124,10 @@ class RagPipeline:
         yield from turn.finish()
 
     async def _aevents(self, turn: _Turn, top_k: int | None) -> AsyncGenerator[dict[str, Any], None]:
+        if turn.conversation.is_follow_up:
+            with ollama_errors(self.settings, self.settings.chat_model):
+                tokenizer = self.keywords.tokenizer
+                turn.rewritten(await acondense(self.condenser, turn.conversation, turn.lang, tokenizer))
         yield turn.sources(await self.aretrieve(turn.question, top_k, turn.mode))
         if turn.messages:
             with ollama_errors(self.settings, self.settings.chat_model):
@@ -124,17 +143,27 @@ class RagPipeline:
 class _Turn:
     """One answer under way, shared by the sync and async paths: the prompt, the tokens, the timings."""
 
-    def __init__(self, pipeline: RagPipeline, question: str, mode: str | None) -> None:
+    def __init__(self, pipeline: RagPipeline, question: str, mode: str | None, history: Sequence[Message]) -> None:
         require_question(question)
         self.settings, self.question = pipeline.settings, question
         self.pipeline, self.lang, self.mode = pipeline, language_of(question), pipeline.mode_for(mode)
+        self.conversation = conversation(question, history, self.settings, self.lang)
+        self.standalone: str | None = None  # a follow-up's rewrite, once made
         self.started = time.perf_counter()
-        self.retrieved = self.started
+        self.condensed = self.retrieved = self.started
         self.given: list[Source] = []
         self.parts: list[str] = []
         self.evaluated: int | None = None  # prompt_eval_count, from Ollama's last chunk
+        self.generated = 0  # eval_count, from the same chunk
         self.warnings: list[dict[str, str]] = []
+        if self.conversation.dropped:
+            self.warnings.append(history_warning(self.conversation.dropped, self.settings))
         self.finished: float | None = None
+
+    def rewritten(self, standalone: str) -> None:
+        """The follow-up as it is searched for and answered."""
+        self.question = self.standalone = standalone
+        self.condensed = time.perf_counter()
 
     def sources(self, found: list[Source]) -> dict[str, Any]:
         """The sources event: the relevant sources that fit the prompt, numbered as the model sees them."""
@@ -144,7 +173,8 @@ class _Turn:
             self.warnings.append(left_out_warning(len(self.given), len(relevant), self.settings))
             log.warning("%s", self.warnings[-1]["message"])
         self.retrieved = time.perf_counter()
-        return {"type": "sources", "sources": self.given}
+        rewrite = {} if self.standalone is None else {"standalone_question": self.standalone}
+        return {"type": "sources", "sources": self.given, **rewrite}
 
     @property
     def messages(self) -> list[Any]:
@@ -153,6 +183,7 @@ class _Turn:
 
     def feed(self, chunk: ChatResponse) -> Iterator[dict[str, Any]]:
         self.evaluated = prompt_tokens(chunk.raw) or self.evaluated
+        self.generated = prompt_tokens(chunk.raw, "eval_count") or self.generated
         if chunk.delta:
             self.parts.append(chunk.delta)
             yield {"type": "token", "text": chunk.delta}
@@ -174,13 +205,18 @@ class _Turn:
         """The answer so far (the whole of it once `finish` has run)."""
         text = "".join(self.parts).strip()
         now = self.finished or time.perf_counter()
+        timings = {
+            "retrieve": round((self.retrieved - self.condensed) * 1000, 1),
+            "generate": round((now - self.retrieved) * 1000, 1),
+            "total": round((now - self.started) * 1000, 1),
+        }
+        if self.standalone is not None:
+            timings = {"condense": round((self.condensed - self.started) * 1000, 1), **timings}
         return Answer(
             answer=text, sources=self.given, model=self.settings.chat_model, abstained=is_abstention(text),
-            mode=self.mode, warnings=[AnswerWarning.model_validate(w) for w in self.warnings], timings_ms={
-                "retrieve": round((self.retrieved - self.started) * 1000, 1),
-                "generate": round((now - self.retrieved) * 1000, 1),
-                "total": round((now - self.started) * 1000, 1),
-            },
+            mode=self.mode, warnings=[AnswerWarning.model_validate(w) for w in self.warnings], timings_ms=timings,
+            standalone_question=self.standalone,
+            usage=Usage(prompt_tokens=self.evaluated or 0, completion_tokens=self.generated),
         )
 
 

@@ -109,9 +109,10 @@ def left_out_warning(given: int, found: int, settings: Settings) -> dict[str, st
     )
 
 
-def prompt_tokens(raw: Any) -> int | None:
-    """prompt_eval_count from the last chunk of an Ollama chat response, when it has one."""
-    count = raw.get("prompt_eval_count") if isinstance(raw, dict) else getattr(raw, "prompt_eval_count", None)
+def prompt_tokens(raw: Any, key: str = "prompt_eval_count") -> int | None:
+    """prompt_eval_count (or another count, e.g. eval_count) from the last chunk of an Ollama chat response,
+    when it has one."""
+    count = raw.get(key) if isinstance(raw, dict) else getattr(raw, key, None)
     return int(count) if isinstance(count, int) else None
 
 

@@ -205,6 +205,16 @@ class ChromaStore:
             )
         ]
 
+    def records_of(self, source: str) -> list[Record]:
+        """Every chunk stored for one source file (none when there is no collection)."""
+        if not self.exists():
+            return []
+        got = self.collection.get(where={"source": source}, include=["documents", "metadatas"])
+        return [
+            Record(rid, text or "", dict(meta or {}))
+            for rid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
     def sources(self) -> Counter[str]:
         """Chunk counts per source path, read from the stored metadata."""
         return Counter(self.source_of_ids().values())

@@ -18,6 +18,7 @@ from rag.errors import BadRequest, HostNotAllowed, RagError
 from rag.hostcheck import HostCheck, parse_hosts, refusal, warn_if_exposed
 from rag.index.chroma import ChromaStore
 from rag.index.lock import store_lock
+from rag.serve import ollama_api, openai_api, web
 from rag.serve.routes import router
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,34 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)
+    app.include_router(web.router)
     return app
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+# OpenAI's error types by status, so its clients raise the matching exception class.
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+                 409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+                 429: "rate_limit_error"}
 
 
-def error_response(exc: RagError) -> JSONResponse:
+def _error(status: int, code: str, message: str, path: str = "") -> JSONResponse:
+    """The error body in the shape the caller's client reads: OpenAI's under /v1/, Ollama's under /api/,
+    ours everywhere else."""
+    if path.startswith("/v1/"):
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body: dict[str, object] = {"error": {"message": message, "type": kind, "code": code}}
+    elif path.startswith("/api/"):
+        body = {"error": message}
+    else:
+        body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status)
+
+
+def error_response(exc: RagError, path: str = "") -> JSONResponse:
     """Our errors as HTTP: the status and code each error class carries, in the documented shape."""
-    return _error(exc.status, exc.code, exc.message)
+    return _error(exc.status, exc.code, exc.message, path)
 
 
 def _http_error(exc: HTTPException) -> RagError:
@@ -81,11 +100,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        response = error_response(_http_error(exc))
+        response = error_response(_http_error(exc), request.url.path)
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
@@ -95,9 +114,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        return error_response(BadRequest("; ".join(problems)))
+        return error_response(BadRequest("; ".join(problems)), request.url.path)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error; the server log has the details")
+        return _error(500, "internal_error", "internal error; the server log has the details", request.url.path)

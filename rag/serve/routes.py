@@ -10,15 +10,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from rag import ollama as ollama_adapter
+from rag.answer.documents import page_text
 from rag.answer.models import Source
 from rag.answer.pipeline import RagPipeline
-from rag.errors import RagError
+from rag.errors import NotFound, RagError
 from rag.serve.disconnect import CancellingStream, while_connected
 from rag.serve.schemas import (
     ERRORS,
     AskRequest,
     AskResponse,
     DocumentsResponse,
+    PageTextResponse,
     RetrieveRequest,
     RetrieveResponse,
 )
@@ -40,11 +42,12 @@ async def ask(body: AskRequest, request: Request, pipeline: Pipeline) -> Any:
 
     A client that disconnects cancels its retrieval and generation, down to the request to Ollama.
     """
+    question, history = body.turns()
     if body.stream:
-        events = pipeline.aask_stream(body.question, body.top_k, mode=body.mode)
+        events = pipeline.aask_stream(question, body.top_k, body.mode, history)
         first = await while_connected(request, anext(events))  # retrieval errors get their status code
         return CancellingStream(_ndjson(first, events, body.debug), media_type="application/x-ndjson")
-    answer = await while_connected(request, pipeline.aask(body.question, body.top_k, mode=body.mode))
+    answer = await while_connected(request, pipeline.aask(question, body.top_k, body.mode, history))
     return {**answer.to_dict(), "sources": _public(answer.sources, body.debug)}
 
 
@@ -62,6 +65,18 @@ def documents(pipeline: Pipeline) -> Any:
     counts = pipeline.store.sources() if pipeline.store.exists() else {}
     docs = [{"source": s, "chunks": n} for s, n in sorted(counts.items())]
     return {"documents": docs, "total_chunks": sum(counts.values())}
+
+
+@router.get("/documents/text", response_model=PageTextResponse, responses=ERRORS)
+def document_text(pipeline: Pipeline, source: str, page: int | None = None) -> Any:
+    """One page of an indexed file as it was extracted (rebuilt from its chunks), with each chunk's offsets:
+    what a citation's `start`/`end` index. Read from the index, never from the disk."""
+    found = page_text(source, page, pipeline.store.records_of(source))
+    if found is None:
+        where = f" page {page}" if page is not None else ""
+        raise NotFound(f"source: nothing indexed for '{source}'{where}; GET /documents lists what is")
+    chunks = [{"chunk_id": cid, "start": start, "end": end} for cid, start, end in found.chunks]
+    return {"source": found.source, "page": found.page, "text": found.text, "chunks": chunks}
 
 
 @router.get("/health")

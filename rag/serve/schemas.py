@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from rag.answer.models import BLANK, MODE_HELP, Answer, Mode, Source, is_blank
+from rag.answer.conversation import split
+from rag.answer.models import BLANK, MODE_HELP, Answer, Message, Mode, Source, is_blank
 
 DEBUG_HELP = "Give each source its vector, keyword and fused scores and ranks."
 
@@ -32,8 +33,32 @@ class RetrieveRequest(BaseModel):
     debug: bool = Field(default=False, description=DEBUG_HELP)
 
 
-class AskRequest(RetrieveRequest):
+MAX_MESSAGES = 200
+
+
+class AskRequest(BaseModel):
+    question: Question | None = Field(default=None, description="The question; or the last user turn of `messages`.")
+    messages: list[Message] | None = Field(
+        default=None, max_length=MAX_MESSAGES,
+        description="The conversation so far ([{role, content}], oldest first): a follow-up is rewritten to stand "
+        "alone before retrieval. Without `question`, its last message is the user's question.",
+    )
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks to retrieve.")
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
+    debug: bool = Field(default=False, description=DEBUG_HELP)
     stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> AskRequest:
+        if self.question is None and not self.messages:
+            raise ValueError("give `question`, or `messages` ending with the user's question")
+        return self
+
+    def turns(self) -> tuple[str, list[Message]]:
+        """(question, history): `question` after all of `messages`, or the last of `messages`."""
+        if self.question is not None:
+            return self.question, list(self.messages or [])
+        return split(self.messages or [])
 
 
 AskResponse = Answer
@@ -52,6 +77,19 @@ class DocumentOut(BaseModel):
 class DocumentsResponse(BaseModel):
     documents: list[DocumentOut]
     total_chunks: int
+
+
+class ChunkSpan(BaseModel):
+    chunk_id: str
+    start: int
+    end: int
+
+
+class PageTextResponse(BaseModel):
+    source: str
+    page: int | None
+    text: str = Field(description="The page as extracted; a source's start/end index it.")
+    chunks: list[ChunkSpan]
 
 
 class ErrorBody(BaseModel):
