@@ -137,6 +137,37 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
+    # -- running it for a team (README: "Running it for a team") ---------------------------------------
+    api_keys: str = Field(
+        default="", description="Keys clients send as `Authorization: Bearer KEY`, comma-separated; every route "
+        "but /livez then needs one.",
+    )
+    api_keys_file: Path | None = Field(default=None, description="A file of API keys, one a line (# comments).")
+    admin_keys: str = Field(
+        default="", description="Keys that may also start a sync (POST /sync), comma-separated; also API keys."
+    )
+    cors_origins: str = Field(
+        default="", description="Origins a browser may call the API from, comma-separated; none by default."
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Larger request bodies are refused with 413."
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object a log line.")
+    ollama_retries: int = Field(
+        default=3, ge=0, le=20,
+        description="Ollama calls retried on a refused connection, 503 (busy) or 429, with backoff and jitter.",
+    )
+    ollama_retry_backoff: float = Field(
+        default=0.5, ge=0.0, description="Seconds before the first of those retries; doubled each next one."
+    )
+    docs_dir: Path | None = Field(default=None, description="The folder POST /sync and `rag serve --watch` sync.")
+    watch: bool = Field(default=False, description="Sync RAG_DOCS_DIR whenever a file in it changes (--watch DIR).")
+    watch_debounce: float = Field(
+        default=2.0, gt=0, description="rag serve --watch: seconds of quiet after a change before it syncs."
+    )
+    insecure_no_auth: bool = Field(
+        default=False, description="Serve beyond loopback with no API key (`rag serve --insecure-no-auth`)."
+    )
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
             )
@@ -144,12 +175,38 @@ class Settings(BaseSettings):
 
     @property
     def ollama_url(self) -> str:
-        scheme, host, port = parse_ollama_host(self.ollama_host)
-        if host in ("0.0.0.0", "::"):  # a bind-all address is not somewhere a client can connect to
-            host = "127.0.0.1"
-        return format_host_url(scheme, host, port)
+        """The first Ollama host: where messages point, and the base every client is built with."""
+        return self.ollama_urls[0]
+
+    @property
+    def ollama_urls(self) -> list[str]:
+        """Every Ollama host in OLLAMA_HOST (comma-separated: several nodes, tried in turn by rag.ollama)."""
+        urls = []
+        for value in self.ollama_host.split(",") or [""]:
+            scheme, host, port = parse_ollama_host(value)
+            if host in ("0.0.0.0", "::"):  # a bind-all address is not somewhere a client can connect to
+                host = "127.0.0.1"
+            urls.append(format_host_url(scheme, host, port))
+        return list(dict.fromkeys(urls))
+
+    def key_set(self, admin: bool = False) -> frozenset[str]:
+        """The API keys (RAG_API_KEYS, RAG_API_KEYS_FILE, and the admin keys), or the admin keys alone."""
+        keys = _split(self.admin_keys)
+        if not admin:
+            keys += _split(self.api_keys)
+            if self.api_keys_file is not None:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+                keys += [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
+        return frozenset(keys)
 
     # -- storage paths: every file and folder under storage_dir is named here, and only here ----------
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a readable file; give a file of keys, one a line")
+        return v
 
     @property
     def chroma_path(self) -> Path:
@@ -175,3 +232,7 @@ class Settings(BaseSettings):
     def lock_path(self) -> Path:
         """One writer per store (rag.index.lock); its owner is named in the same name with `.owner`."""
         return self.storage_dir / "rag.lock"
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -20,6 +20,7 @@ class BadRequest(RagError):
 
 class OllamaUnavailable(RagError):
     code, status = "ollama_unavailable", 503
+    retry_after = 5  # seconds: sent as Retry-After, as the retries within the request have run out
 
 
 class ModelNotFound(RagError):
@@ -86,3 +87,31 @@ class NotFound(RagError):
     """A path this service does not offer (e.g. Ollama's model-management routes on its facade)."""
 
     code, status = "not_found", 404
+
+
+class Unauthorized(RagError):
+    """No API key, or an unknown one (RAG_API_KEYS): 401 with WWW-Authenticate: Bearer."""
+
+    code, status = "unauthorized", 401
+
+
+class AdminOnly(RagError):
+    """A valid API key that is not an admin key (RAG_ADMIN_KEYS), on a route that changes the index."""
+
+    code, status = "admin_key_required", 403
+
+
+class PayloadTooLarge(RagError):
+    code, status = "payload_too_large", 413
+
+
+class SyncRunning(RagError):
+    """A sync was asked for while another runs: one at a time."""
+
+    code, status = "sync_running", 409
+
+
+class ExposedWithoutKeys(RagError):
+    """rag serve asked to listen beyond loopback with no API key: it refuses to start."""
+
+    code, status = "exposed_without_keys", 500

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,12 +41,14 @@ def ollama_errors(settings: Settings, model: str, timeout: float | None = None) 
             raise ModelNotFound(model, settings.ollama_url) from exc
         if exc.status_code in (400, 413, 500) and TOO_LONG in text:
             raise InputTooLong(text) from exc
-        if exc.status_code == 503:
-            raise OllamaUnavailable(f"Ollama at {settings.ollama_url} is busy ({text}); retry later") from exc
+        if exc.status_code in RETRIED_STATUSES:
+            raise OllamaUnavailable(
+                f"Ollama at {_where(settings)} is busy ({text}) after {settings.ollama_retries} retries; retry later"
+            ) from exc
         raise OllamaError(f"Ollama at {settings.ollama_url} answered {exc.status_code}: {text}") from exc
     except (ConnectionError, httpx.ConnectError) as exc:
         raise OllamaUnavailable(
-            f"cannot reach Ollama at {settings.ollama_url}; start it (`ollama serve`, or the bundled "
+            f"cannot reach Ollama at {_where(settings)}; start it (`ollama serve`, or the bundled "
             "`rag engine`) or set OLLAMA_HOST"
         ) from exc
     except httpx.TimeoutException as exc:
@@ -61,9 +66,196 @@ def call(settings: Settings, model: str, fn: Callable[[], T], timeout: float | N
         return fn()
 
 
+def _where(settings: Settings) -> str:
+    return ", ".join(settings.ollama_urls)
+
+
 def ollama_client(settings: Settings, timeout: float | None = None) -> ollama.Client:
-    """A client for calls that may take long (RAG_REQUEST_TIMEOUT), or for quick ones with `timeout`."""
-    return ollama.Client(host=settings.ollama_url, timeout=timeout or settings.request_timeout)
+    """A client for calls that may take long (RAG_REQUEST_TIMEOUT), or for quick ones with `timeout`.
+
+    Its requests go through the hosts of OLLAMA_HOST with retries (`FailoverTransport`)."""
+    transport = FailoverTransport(host_pool(settings))
+    return ollama.Client(host=settings.ollama_url, timeout=timeout or settings.request_timeout, transport=transport)
+
+
+def ollama_async_client(settings: Settings, timeout: float | None = None) -> ollama.AsyncClient:
+    """`ollama_client` for the event loop."""
+    transport = FailoverTransport(host_pool(settings))
+    return ollama.AsyncClient(
+        host=settings.ollama_url, timeout=timeout or settings.request_timeout, transport=transport
+    )
+
+
+# -- several hosts, retries -------------------------------------------------------------------------
+
+RETRIED_STATUSES = (429, 503)  # Ollama's "server busy" (OLLAMA_MAX_QUEUE) and a proxy's rate limit
+COOLDOWN, MAX_COOLDOWN = 1.0, 30.0  # seconds a host that refused is skipped, doubled while it stays down
+# Raised before any response came back, so the request can go elsewhere: refused, or dropped unanswered.
+# A timeout is not among them: the time is spent, and RAG_REQUEST_TIMEOUT bounds the whole request.
+UNANSWERED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+Listener = Callable[[str, str, float], None]  # (event, kind, value): what rag serve's /metrics counts
+
+
+class HostPool:
+    """The hosts of OLLAMA_HOST, which of them answer, and the retry policy every client shares.
+
+    Requests take the healthy hosts in turn. A host that refuses a connection is skipped for a cooldown
+    (1 s, doubled while it stays down, up to 30 s) and then tried again: once it answers it is back.
+    """
+
+    def __init__(self, urls: Sequence[str], retries: int, backoff: float) -> None:
+        self.urls, self.retries, self.backoff = list(urls), retries, backoff
+        self.down_until = dict.fromkeys(self.urls, 0.0)
+        self.cooldown = dict.fromkeys(self.urls, COOLDOWN)
+        self.reached = False  # some host has answered once: a refusal is then an outage, worth waiting out
+        self.listeners: list[Listener] = []
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    def order(self) -> list[str]:
+        """The hosts for one attempt: healthy ones from the next in turn, then the resting ones, soonest first."""
+        with self._lock:
+            now, start = time.monotonic(), self._turn % len(self.urls)
+            self._turn += 1
+            rotated = self.urls[start:] + self.urls[:start]
+            up = [u for u in rotated if self.down_until[u] <= now]
+            return up + sorted((u for u in rotated if u not in up), key=self.down_until.__getitem__)
+
+    def failed(self, url: str, exc: Exception) -> None:
+        with self._lock:
+            wait = self.cooldown[url]
+            self.down_until[url] = time.monotonic() + wait
+            self.cooldown[url] = min(wait * 2, MAX_COOLDOWN)
+        log.warning("Ollama at %s did not answer (%s); skipping it for %.0fs", url, _reason(exc), wait)
+        self.emit("error", "connect" if isinstance(exc, httpx.ConnectError) else "disconnected")
+
+    def answered(self, url: str) -> None:
+        self.reached = True
+        if self.down_until[url]:
+            with self._lock:
+                self.down_until[url], self.cooldown[url] = 0.0, COOLDOWN
+            log.info("Ollama at %s answers again", url)
+
+    def emit(self, event: str, kind: str, value: float = 1.0) -> None:
+        for listener in self.listeners:
+            listener(event, kind, value)
+
+
+_POOLS: dict[tuple[tuple[str, ...], int, float], HostPool] = {}  # filled on first use, one per configuration
+
+
+def host_pool(settings: Settings) -> HostPool:
+    """The process's pool for these hosts: every client of this configuration learns which hosts are down."""
+    key = (tuple(settings.ollama_urls), settings.ollama_retries, settings.ollama_retry_backoff)
+    if key not in _POOLS:
+        _POOLS[key] = HostPool(*key)
+    return _POOLS[key]
+
+
+class _Attempts:
+    """One request's way through the pool: which host next, and whether and how long to wait for another round."""
+
+    def __init__(self, pool: HostPool, request: httpx.Request) -> None:
+        self.pool, self.request, self.attempt = pool, request, 0
+        timeout = request.extensions.get("timeout") or {}
+        self.deadline = time.monotonic() + float(timeout.get("read") or timeout.get("connect") or 300.0)
+        self.error: Exception | None = None
+        self.busy: httpx.Response | None = None  # the last 503/429, returned as it is when the retries run out
+
+    def to(self, url: str) -> httpx.Request:
+        target = httpx.URL(url)
+        self.request.url = self.request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
+        self.request.headers["Host"] = target.netloc.decode("ascii")
+        return self.request
+
+    def keep_busy(self, url: str, response: httpx.Response) -> httpx.Response | None:
+        """Remember a busy answer; returns the one it replaces (to be closed)."""
+        self.pool.emit("error", "busy" if response.status_code == 503 else "rate_limited")
+        previous, self.busy = self.busy, response
+        return previous
+
+    def wait(self) -> float | None:
+        """Seconds before the next round over the hosts, or None: give up (the retries or the time ran out,
+        or no host has ever answered: Ollama is not running, and that is said at once)."""
+        if (self.busy is None and not self.pool.reached) or self.attempt >= self.pool.retries:
+            return None
+        delay = self.pool.backoff * 2**self.attempt * random.uniform(0.5, 1.5)  # jitter: not all at once
+        if self.busy is not None and (asked := self.busy.headers.get("retry-after", "")).isdigit():
+            delay = max(delay, float(asked))
+        if time.monotonic() + delay >= self.deadline:
+            return None
+        self.attempt += 1
+        reason = f"{self.busy.status_code}" if self.busy is not None else _reason(self.error or Exception())
+        log.warning("Ollama %s %s failed on every host (%s); retry %s of %s in %.1fs", self.request.method,
+                    self.request.url.path, reason, self.attempt, self.pool.retries, delay)
+        self.pool.emit("retry", "busy" if self.busy is not None else "connect")
+        return delay
+
+    def give_up(self) -> httpx.Response:
+        if self.busy is not None:
+            return self.busy  # the client raises ResponseError(503), made OllamaUnavailable by ollama_errors
+        assert self.error is not None
+        raise self.error
+
+
+class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """httpx transport under every Ollama client: sends each request to a healthy host of OLLAMA_HOST and
+    retries a refused connection, a 503 (queue full) or a 429 with exponential backoff and jitter, up to
+    RAG_OLLAMA_RETRIES times and within the request's timeout."""
+
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+        self._sync: httpx.HTTPTransport | None = None
+        self._async: httpx.AsyncHTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._sync = self._sync or httpx.HTTPTransport()
+        attempts = _Attempts(self.pool, request)
+        while True:
+            for url in self.pool.order():
+                try:
+                    response = self._sync.handle_request(attempts.to(url))
+                except UNANSWERED as exc:
+                    attempts.error = exc
+                    self.pool.failed(url, exc)
+                    continue
+                self.pool.answered(url)
+                if response.status_code not in RETRIED_STATUSES:
+                    return response
+                if previous := attempts.keep_busy(url, response):
+                    previous.close()
+            if (delay := attempts.wait()) is None:
+                return attempts.give_up()
+            time.sleep(delay)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._async = self._async or httpx.AsyncHTTPTransport()
+        attempts = _Attempts(self.pool, request)
+        while True:
+            for url in self.pool.order():
+                try:
+                    response = await self._async.handle_async_request(attempts.to(url))
+                except UNANSWERED as exc:
+                    attempts.error = exc
+                    self.pool.failed(url, exc)
+                    continue
+                self.pool.answered(url)
+                if response.status_code not in RETRIED_STATUSES:
+                    return response
+                if previous := attempts.keep_busy(url, response):
+                    await previous.aclose()
+            if (delay := attempts.wait()) is None:
+                return attempts.give_up()
+            await asyncio.sleep(delay)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
 
 
 
@@ -111,6 +303,8 @@ def build_llm(settings: Settings, num_predict: int | None = None, stops: list[st
         context_window=settings.num_ctx,
         keep_alive=settings.keep_alive,
         additional_kwargs=options,
+        client=ollama_client(settings),  # through the hosts of OLLAMA_HOST, with retries
+        async_client=ollama_async_client(settings),
     )
 
 
@@ -133,16 +327,20 @@ class Embedder:
 
     def embed_query(self, question: str) -> list[float]:
         """A question's vector. Ollama truncates an over-long question, as a question is never split."""
+        started = time.perf_counter()
         with ollama_errors(self.settings, self.model):
             response = self._client.embed(model=self.model, input=question, keep_alive=self.settings.keep_alive)
+        host_pool(self.settings).emit("embed_question", "", time.perf_counter() - started)
         return [float(x) for x in response.embeddings[0]]
 
     async def aembed_query(self, question: str) -> list[float]:
         """`embed_query` for the event loop: cancelling the awaiting task closes the HTTP request."""
         if self._aclient is None:
-            self._aclient = ollama.AsyncClient(host=self.settings.ollama_url, timeout=self.settings.request_timeout)
+            self._aclient = ollama_async_client(self.settings)
+        started = time.perf_counter()
         with ollama_errors(self.settings, self.model):
             response = await self._aclient.embed(model=self.model, input=question, keep_alive=self.settings.keep_alive)
+        host_pool(self.settings).emit("embed_question", "", time.perf_counter() - started)
         return [float(x) for x in response.embeddings[0]]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -217,7 +415,8 @@ def generation_failure(settings: Settings) -> str | None:
     llama.cpp build that does not match the CPU) without a generation succeeding since. Ollama has no such
     route: it answers 404 and nothing is claimed."""
     try:
-        reply = httpx.get(f"{settings.ollama_url}/engine/stats", timeout=settings.health_timeout)
+        with httpx.Client(transport=FailoverTransport(host_pool(settings)), timeout=settings.health_timeout) as http:
+            reply = http.get(f"{settings.ollama_url}/engine/stats")
         stats = reply.json() if reply.status_code == 200 else {}
     except (httpx.HTTPError, ValueError):
         return None

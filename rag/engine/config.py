@@ -83,6 +83,12 @@ class EngineSettings(BaseSettings):
         default=False,
         description="Tests only: a prompt holding <<runner-fault:SIGSEGV>> (or another signal) kills its runner.",
     )
+    test_busy: int = Field(
+        default=0,
+        ge=0,
+        description="Tests only: answer 503 (server busy) to the first N requests to /api/chat, /api/generate and "
+        "/api/embed, as a full queue does (clients' retries are tested with it).",
+    )
     test_fault_long_prompt: str = Field(
         default="",
         description="Tests only, with RAG_ENGINE_TEST_FAULTS: the signal a runner dies of on prompts of 512+ tokens "

@@ -45,6 +45,23 @@ class CountRequests:
         await self.app(scope, receive, send)
 
 
+class BusyFirst:
+    """Tests only (RAG_ENGINE_TEST_BUSY=N): the first N model requests get the 503 a full queue gives."""
+
+    MODEL_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed"})
+
+    def __init__(self, app: ASGIApp, count: int) -> None:
+        self.app, self.left = app, count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.left > 0 and scope["type"] == "http" and scope["path"] in self.MODEL_PATHS:
+            self.left -= 1
+            scope["app"].state.engine.stats.rejected += 1
+            await _error(503, BUSY)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -108,6 +125,8 @@ def create_engine_app(settings: EngineSettings) -> FastAPI:
             scheduler.close()
 
     app = FastAPI(title="rag engine", description="Ollama's API on bundled models", lifespan=lifespan)
+    if settings.test_busy:
+        app.add_middleware(BusyFirst, count=settings.test_busy)
     app.add_middleware(CountRequests, paths={getattr(route, "path", "") for route in router.routes})
     app.add_middleware(HostCheck, allowed_hosts=parse_hosts(settings.allowed_hosts), bind_host=settings.bind[0])
     app.include_router(router)
