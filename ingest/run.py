@@ -45,40 +45,63 @@ def ingest_folder(
     """
     check_root(root)
     with store_lock(settings, "rag ingest"):
-        store = ChromaStore.open(settings)
-        if rebuild and not dry_run:
-            log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
-            Journal(settings.journal_path).mark_everything()  # a kill from here on: the next run sweeps all
-            settings.manifest_path.unlink(missing_ok=True)
-            store.drop()
-            reindex_keywords = True
-        manifest = Manifest.load(settings.manifest_path)
-        check_embedding_model(manifest.embed_model, None, settings.embed_model)
-        plan = plan_sync(root, settings, manifest, follow_symlinks)
-        if not (plan.work or plan.unchanged):
-            if not dry_run:
-                reconcile(settings, store)
-            raise BadRequest(
-                f"{root} has no supported files (.pdf .md .txt .html .htm); nothing to ingest"
-                + (" and nothing deleted" if manifest.files else "")
-                + "".join(f"; skipped {reason}" for _, reason in plan.unreadable[:3])
-            )
-        if dry_run:
-            return IngestResult(plan, None)
-        embedder = Embedder(settings)
-        dim = None
-        if plan.work:
-            # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
-            # unchanged folder or a rename costs no embedding call at all.
-            dim = manifest.embed_dim or embedder.dimension()
-            store.ensure(embedder.model, dim)
-        keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
-        try:
-            syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,
-                            progress=progress_factory(len(plan.work)))
-            return IngestResult(plan, syncer.run(plan))
-        finally:
-            keywords.close()
+        return sync_folder(
+            root, settings, ChromaStore.open(settings), dry_run=dry_run, rebuild=rebuild,
+            reindex_keywords=reindex_keywords, follow_symlinks=follow_symlinks, progress_factory=progress_factory,
+        )
+
+
+def sync_folder(
+    root: Path,
+    settings: Settings,
+    store: ChromaStore,
+    *,
+    dry_run: bool = False,
+    rebuild: bool = False,
+    reindex_keywords: bool = False,
+    follow_symlinks: bool = False,
+    progress_factory: Callable[[int], Callable[[int], None]] = lambda total: lambda n: None,
+    on_plan: Callable[[Plan], None] = lambda plan: None,
+) -> IngestResult:
+    """`ingest_folder`'s work, for a caller that holds the store already (rag serve's POST /sync).
+
+    `on_plan` is told the plan before any file is done; `progress_factory(len(plan.work))` then advances
+    once per file, in the plan's order."""
+    check_root(root)
+    if rebuild and not dry_run:
+        log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
+        Journal(settings.journal_path).mark_everything()  # a kill from here on: the next run sweeps all
+        settings.manifest_path.unlink(missing_ok=True)
+        store.drop()
+        reindex_keywords = True
+    manifest = Manifest.load(settings.manifest_path)
+    check_embedding_model(manifest.embed_model, None, settings.embed_model)
+    plan = plan_sync(root, settings, manifest, follow_symlinks)
+    if not (plan.work or plan.unchanged):
+        if not dry_run:
+            reconcile(settings, store)
+        raise BadRequest(
+            f"{root} has no supported files (.pdf .md .txt .html .htm); nothing to ingest"
+            + (" and nothing deleted" if manifest.files else "")
+            + "".join(f"; skipped {reason}" for _, reason in plan.unreadable[:3])
+        )
+    if dry_run:
+        return IngestResult(plan, None)
+    on_plan(plan)
+    embedder = Embedder(settings)
+    dim = None
+    if plan.work:
+        # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
+        # unchanged folder or a rename costs no embedding call at all.
+        dim = manifest.embed_dim or embedder.dimension()
+        store.ensure(embedder.model, dim)
+    keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
+    try:
+        syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,
+                        progress=progress_factory(len(plan.work)))
+        return IngestResult(plan, syncer.run(plan))
+    finally:
+        keywords.close()
 
 
 def open_keywords(settings: Settings, store: ChromaStore, manifest: Manifest, *, fresh: bool) -> KeywordWriter:

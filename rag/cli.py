@@ -50,13 +50,25 @@ def _progress(total: int) -> Callable[[int], None]:
     "--follow-symlinks", is_flag=True,
     help="Include what symbolic links inside FOLDER point to; links out of FOLDER are never followed.",
 )
+@click.option("--via-server", "server", default=None, metavar="URL",
+              help="Have the running `rag serve` at URL sync its documents folder (POST /sync, admin key from "
+              "RAG_ADMIN_KEYS) instead of writing the store from here.")
 @pass_settings
 def ingest(
-    settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool, follow_symlinks: bool
+    settings: Settings, folder: Path, dry_run: bool, rebuild: bool, reindex_keywords: bool, follow_symlinks: bool,
+    server: str | None,
 ) -> None:
     """Sync FOLDER (PDF, Markdown, text, HTML) into the index: only what changed is embedded."""
     from ingest.run import ingest_folder
 
+    if server:
+        from rag.serve.remote import sync_via_server
+
+        try:
+            failed = sync_via_server(server, settings, folder, click.echo)
+        except RagError as exc:
+            fail(exc.message)
+        sys.exit(EXIT_FILES_FAILED if failed else EXIT_OK)
     try:
         result = ingest_folder(
             folder, settings, dry_run=dry_run, rebuild=rebuild, reindex_keywords=reindex_keywords,
@@ -121,16 +133,33 @@ def ask(
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default RAG_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default RAG_PORT, 8080).")
+@click.option("--watch", "watch_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Sync this folder whenever a file in it changes (debounced by RAG_WATCH_DEBOUNCE).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Listen beyond loopback with no API key: an open API, on purpose (logged as a warning).")
 @pass_settings
-def serve(settings: Settings, host: str | None, port: int | None) -> None:
+def serve(
+    settings: Settings, host: str | None, port: int | None, watch_dir: Path | None, insecure_no_auth: bool
+) -> None:
     """Serve the HTTP API (/ask, /retrieve, /documents, /health; docs at /docs)."""
     import uvicorn
 
     from rag.serve.app import create_app
 
-    # The app is told where it listens: its Host check accepts that name, and it warns beyond loopback.
-    settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # The app is told where it listens: its Host check accepts that name, and it refuses an open API beyond
+    # loopback.
+    update: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port}
+    if watch_dir is not None:
+        update.update(docs_dir=watch_dir, watch=True)
+    if insecure_no_auth:
+        update["insecure_no_auth"] = True
+    settings = settings.model_copy(update=update)
+    try:
+        app = create_app(settings)
+    except RagError as exc:
+        fail(exc.message)
+    # log_config=None: uvicorn's own lines go through our logging (request ids, RAG_LOG_FORMAT=json).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), log_config=None)
 
 
 @main.command()

@@ -3,9 +3,12 @@ exit code, logging, and progress bars."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -32,12 +35,43 @@ def progress_bar(description: str, total: int, unit: str, leave: bool = True) ->
     return tqdm(total=total, unit=unit, desc=description, disable=None, file=sys.stderr, leave=leave).update
 
 
-def setup_logging(level: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+# The X-Request-ID of the HTTP request being served (rag.serve sets it), on every log line made for it.
+request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request it was made for (`request_id`; '' outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        record.request_id = rid
+        record.request = f" [request {rid}]" if rid else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (RAG_LOG_FORMAT=json): time, level, logger, message, request_id, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if rid := getattr(record, "request_id", ""):
+            entry["request_id"] = rid
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, verbose: bool, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(levelname)s %(name)s: %(message)s%(request)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level), handlers=[handler])
     for noisy in ("httpx", "chromadb", "urllib3", "bm25s", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -59,7 +93,7 @@ def _settings(ctx: click.Context) -> Settings:
             settings = Settings()
         except ValidationError as exc:
             invalid_settings(exc, "RAG_")
-        setup_logging(settings.log_level, ctx.meta["verbose"])
+        setup_logging(settings.log_level, ctx.meta["verbose"], settings.log_format)
         ctx.meta["settings"] = settings
     return ctx.meta["settings"]  # type: ignore[no-any-return]
 

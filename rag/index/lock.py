@@ -41,8 +41,13 @@ def _held_message(settings: Settings, owner: Path) -> str:
         who = owner.read_text(encoding="utf-8").strip() or "another rag process"
     except OSError:
         who = "another rag process"
+    # A serving process names its address ("rag serve at http://..."): it can do the ingest itself.
+    handover = ""
+    if who.startswith("rag serve at "):
+        url = who.removeprefix("rag serve at ").split(" ", 1)[0]
+        handover = f"; or let it sync its documents folder: rag ingest DIR --via-server {url}"
     return (
         f"the store {settings.storage_dir} is in use by {who}; stop that process and retry, "
         "or run a Chroma server (`chroma run --path DIR`) and set RAG_CHROMA_HOST so several "
-        "processes can share it"
+        f"processes can share it{handover}"
     )

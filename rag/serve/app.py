@@ -13,27 +13,35 @@ from starlette.exceptions import HTTPException
 
 from ingest.reconcile import reconcile_at_startup
 from rag.answer.pipeline import RagPipeline
-from rag.config import Settings
+from rag.config import Settings, format_host_url
 from rag.errors import BadRequest, HostNotAllowed, RagError
-from rag.hostcheck import HostCheck, parse_hosts, refusal, warn_if_exposed
+from rag.hostcheck import WILDCARD_BINDS, HostCheck, parse_hosts, refusal, warn_if_exposed
 from rag.index.chroma import ChromaStore
 from rag.index.lock import store_lock
 from rag.serve import ollama_api, openai_api, web
+from rag.serve.auth import refuse_open_bind
+from rag.serve.ops import guard, observe, operations
+from rag.serve.ops import router as ops_router
 from rag.serve.routes import router
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The app; `settings.host` is where it listens (the Host check accepts that name too)."""
+    """The app; `settings.host` is where it listens (the Host check accepts that name too).
+
+    Raises ExposedWithoutKeys when that is beyond loopback with no API key (see rag.serve.auth)."""
+    refuse_open_bind(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warn_if_exposed("rag serve", settings.host, allowed_hosts, "RAG_ALLOWED_HOSTS")
+        if not settings.key_set():
+            warn_if_exposed("rag serve", settings.host, allowed_hosts, "RAG_ALLOWED_HOSTS")
         async with AsyncExitStack() as stack:
             if not settings.chroma_host:
-                # The embedded store is single-process: serving holds it, so an ingest fails fast.
-                stack.enter_context(store_lock(settings, "rag serve"))
+                # The embedded store is single-process: serving holds it, so an ingest fails fast; the
+                # message names our address, so that ingest can hand its job to us (--via-server).
+                stack.enter_context(store_lock(settings, f"rag serve at {_own_url(settings)}"))
             store = ChromaStore.open(settings)
             # Chunks a killed ingest wrote but no file owns are removed before anything is served.
             if removed := reconcile_at_startup(settings, store):
@@ -41,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.settings = settings
             app.state.store = store
             app.state.pipeline = RagPipeline.open(settings, store)
+            await stack.enter_async_context(operations(app, settings, store))
             yield
 
     app = FastAPI(
@@ -50,12 +59,15 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     allowed_hosts = parse_hosts(settings.allowed_hosts)
+    guard(app, settings, error_response)  # API keys, CORS, the body limit
     app.add_middleware(
         HostCheck, allowed_hosts=allowed_hosts, bind_host=settings.host,
         reject=lambda host: error_response(HostNotAllowed(refusal(host, "RAG_ALLOWED_HOSTS"))),
     )
+    observe(app, settings)  # request ids and counts, outermost
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(ops_router)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
     app.include_router(web.router)
@@ -83,7 +95,15 @@ def _error(status: int, code: str, message: str, path: str = "") -> JSONResponse
 
 def error_response(exc: RagError, path: str = "") -> JSONResponse:
     """Our errors as HTTP: the status and code each error class carries, in the documented shape."""
-    return _error(exc.status, exc.code, exc.message, path)
+    response = _error(exc.status, exc.code, exc.message, path)
+    if retry_after := getattr(exc, "retry_after", None):  # Ollama busy or down: when to try again
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _own_url(settings: Settings) -> str:
+    host = settings.host.strip("[]")
+    return format_host_url("http", "127.0.0.1" if host in WILDCARD_BINDS else host, settings.port)
 
 
 def _http_error(exc: HTTPException) -> RagError:

@@ -15,6 +15,7 @@ from rag.answer.models import Source
 from rag.answer.pipeline import RagPipeline
 from rag.errors import NotFound, RagError
 from rag.serve.disconnect import CancellingStream, while_connected
+from rag.serve.observability import answered, observed
 from rag.serve.schemas import (
     ERRORS,
     AskRequest,
@@ -44,10 +45,11 @@ async def ask(body: AskRequest, request: Request, pipeline: Pipeline) -> Any:
     """
     question, history = body.turns()
     if body.stream:
-        events = pipeline.aask_stream(question, body.top_k, body.mode, history)
+        events = observed(request, pipeline.aask_stream(question, body.top_k, body.mode, history))
         first = await while_connected(request, anext(events))  # retrieval errors get their status code
         return CancellingStream(_ndjson(first, events, body.debug), media_type="application/x-ndjson")
     answer = await while_connected(request, pipeline.aask(question, body.top_k, body.mode, history))
+    answered(request, answer.to_dict())
     return {**answer.to_dict(), "sources": _public(answer.sources, body.debug)}
 
 

@@ -225,13 +225,13 @@ def get_with_host(tmp_path, url, header: str, **overrides):
     "host", ["localhost:8080", "LOCALHOST", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080", "app.localhost", "10.1.2.3"]
 )
 def test_loopback_names_and_the_bound_address_are_answered(tmp_path, fast_engine, host):
-    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="10.1.2.3")
+    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="10.1.2.3", insecure_no_auth=True)
     assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "0.0.0.0:8080"])
 def test_any_other_host_is_403_in_the_error_shape(tmp_path, fast_engine, host):
-    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="0.0.0.0")
+    r = get_with_host(tmp_path, fast_engine, host, allowed_hosts="", host="0.0.0.0", insecure_no_auth=True)
     assert_error_shape(r, 403, "host_not_allowed")
     assert "RAG_ALLOWED_HOSTS" in r.json()["error"]["message"]
 

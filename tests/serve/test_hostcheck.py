@@ -48,7 +48,7 @@ def test_rag_serve_refuses_a_foreign_host_and_warns_when_it_binds_beyond_loopbac
         refused = httpx.get(f"{base}/documents", headers={"host": "rebound.example"}, timeout=10)
         answered = httpx.get(f"{base}/documents", headers={"host": f"localhost:{port}"}, timeout=10)
         quiet = log.read_text()
-    with serve_process(tmp_path / "storage", fast_engine, "--host", "0.0.0.0") as (base, log):
+    with serve_process(tmp_path / "storage", fast_engine, "--host", "0.0.0.0", "--insecure-no-auth") as (base, log):
         exposed_refused = httpx.get(f"{base}/documents", headers={"host": "rebound.example"}, timeout=10)
         warned = log.read_text()
     assert refused.status_code == 403
