@@ -81,14 +81,16 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
 
 
-def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
-    """Wait until GET url answers 200 while proc lives; fail naming `what` otherwise."""
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0, key: str = "") -> None:
+    """Wait until GET url answers 200 while proc lives (sending `key` as a Bearer token); fail naming `what`
+    otherwise."""
     deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            if httpx.get(url, timeout=5).status_code == 200:
+            if httpx.get(url, timeout=5, headers=headers).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -108,7 +110,9 @@ def running_engine(backend: str = "deterministic", timeout: float = 120.0, **env
 
 @contextmanager
 def serve_process(storage: Path, ollama_url: str, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
-    """`rag serve` as a user runs it, on a free port; yields (base URL, the file its stderr goes to)."""
+    """`rag serve` as a user runs it, on a free port; yields (base URL, the file its stderr goes to).
+
+    With RAG_API_KEYS in `env`, its first key is sent while waiting for the server to be up."""
     port = free_port()
     environment = {**os.environ, "OLLAMA_HOST": ollama_url, "RAG_STORAGE_DIR": str(storage), **env}
     log = storage.parent / f"serve-{port}.log"
@@ -119,7 +123,7 @@ def serve_process(storage: Path, ollama_url: str, *args: str, **env: str) -> Ite
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/health", proc, "rag serve")
+        wait_http(f"{base}/health", proc, "rag serve", key=env.get("RAG_API_KEYS", "").split(",")[0])
         yield base, log
     finally:
         stop(proc, 30)
