@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     def ollama_urls(self) -> list[str]:
         """Every Ollama host in OLLAMA_HOST (comma-separated: several nodes, tried in turn by rag.ollama)."""
         urls = []
-        for value in self.ollama_host.split(",") or [""]:
+        for value in [v for v in self.ollama_host.split(",") if v.strip()] or [""]:
             scheme, host, port = parse_ollama_host(value)
             if host in ("0.0.0.0", "::"):  # a bind-all address is not somewhere a client can connect to
                 host = "127.0.0.1"

@@ -110,14 +110,16 @@ class HostPool:
         self.cooldown = dict.fromkeys(self.urls, COOLDOWN)
         self.reached = False  # some host has answered once: a refusal is then an outage, worth waiting out
         self.listeners: list[Listener] = []
-        self._turn = 0
+        self._turns: dict[str, int] = {}  # per path: the chats alternate, whatever the embeddings between them do
         self._lock = threading.Lock()
 
-    def order(self) -> list[str]:
-        """The hosts for one attempt: healthy ones from the next in turn, then the resting ones, soonest first."""
+    def order(self, path: str = "") -> list[str]:
+        """The hosts for one attempt: healthy ones from the next in turn for `path`, then the resting ones,
+        soonest first."""
         with self._lock:
-            now, start = time.monotonic(), self._turn % len(self.urls)
-            self._turn += 1
+            turn = self._turns.get(path, 0)
+            now, start = time.monotonic(), turn % len(self.urls)
+            self._turns[path] = turn + 1
             rotated = self.urls[start:] + self.urls[:start]
             up = [u for u in rotated if self.down_until[u] <= now]
             return up + sorted((u for u in rotated if u not in up), key=self.down_until.__getitem__)
@@ -213,7 +215,7 @@ class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._sync = self._sync or httpx.HTTPTransport()
         attempts = _Attempts(self.pool, request)
         while True:
-            for url in self.pool.order():
+            for url in self.pool.order(request.url.path):
                 try:
                     response = self._sync.handle_request(attempts.to(url))
                 except UNANSWERED as exc:
@@ -233,7 +235,7 @@ class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._async = self._async or httpx.AsyncHTTPTransport()
         attempts = _Attempts(self.pool, request)
         while True:
-            for url in self.pool.order():
+            for url in self.pool.order(request.url.path):
                 try:
                     response = await self._async.handle_async_request(attempts.to(url))
                 except UNANSWERED as exc:
