@@ -83,6 +83,8 @@ def test_ask_then_open_the_cited_span(browser, docs_service, tmp_path):
     sources = browser.find_element(By.CSS_SELECTOR, "#turns .turn:nth-child(2) .sources").text
     assert "en/operations-handbook.pdf" in sources
     # SCREENSHOT_PATH=bench/results/web-page.png keeps it: the README shows that one.
+    browser.set_window_size(1400, 1200)
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(os.environ.get("SCREENSHOT_PATH") or str(tmp_path / "web-page.png"))
 
 

@@ -132,7 +132,8 @@ async function openSource(source, button) {
     $("viewer-text").replaceChildren(page.text.slice(0, start), mark, page.text.slice(end));
     Object.assign(viewer.dataset, { source: source.source, page: source.page ?? "", start, end });
     viewer.hidden = false;
-    mark.scrollIntoView({ block: "center" });
+    const pre = $("viewer-text");  // scroll the page text to the span, not the whole window
+    pre.scrollTop = Math.max(0, mark.offsetTop - pre.offsetTop - pre.clientHeight / 3);
   } catch (_) {
     showError(t("unreachable"));
   }
