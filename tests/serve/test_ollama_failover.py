@@ -101,7 +101,8 @@ def test_two_hosts_share_the_work_and_a_killed_one_is_skipped_until_it_answers_a
                         break
             metrics = client.get("/metrics").text
     assert [r.status_code for r in before] == [200] * 6
-    assert shared[0] >= 2 and shared[1] >= 2  # taken in turn, not all on the first
+    assert shared[0] >= 2
+    assert shared[1] >= 2
     assert [r.status_code for r in during] == [200] * 10
     assert second_after_kill - shared[1] >= 10
     assert back > 0
