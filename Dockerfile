@@ -48,8 +48,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     OLLAMA_HOST=http://host.docker.internal:11434 \
     RAG_STORAGE_DIR=/app/storage \
+    RAG_DOCS_DIR=/app/docs \
     RAG_HOST=0.0.0.0 \
     RAG_PORT=8080
+# No API key is built in: on 0.0.0.0, rag serve refuses to start until RAG_API_KEYS (or RAG_API_KEYS_FILE) is
+# given, e.g. docker run -e RAG_API_KEYS=... ; so this image never serves an open API by default.
 RUN useradd --create-home --uid 10001 rag
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
@@ -57,7 +60,8 @@ RUN mkdir -p /app/storage /app/docs && chown -R rag:rag /app
 USER rag
 VOLUME ["/app/storage"]
 EXPOSE 8080
+# Liveness, not /health or /readyz: an Ollama outage makes the service not ready, and restarting it fixes nothing.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s \
-  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=8)" || exit 1
+  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/livez', timeout=8)" || exit 1
 # Ingest with: docker run --rm -v rag-storage:/app/storage -v "$PWD/docs:/app/docs:ro" IMAGE rag ingest /app/docs
 CMD ["rag", "serve"]
