@@ -133,7 +133,7 @@ def ask(
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default RAG_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default RAG_PORT, 8080).")
-@click.option("--watch", "watch_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--watch", "watch_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Sync this folder whenever a file in it changes (debounced by RAG_WATCH_DEBOUNCE).")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Listen beyond loopback with no API key: an open API, on purpose (logged as a warning).")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OLLAMA_DEFAULT_PORT = 11434
@@ -128,15 +128,6 @@ class Settings(BaseSettings):
     chat_sources: bool = Field(
         default=True, description="Append a Sources block (file, page) to answers on those endpoints."
     )
-
-    @field_validator("chroma_host")
-    @classmethod
-    def _empty_is_none(cls, v: str | None) -> str | None:
-        return v or None
-
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> Settings:
-        if self.chunk_overlap >= self.chunk_size:
     # -- running it for a team (README: "Running it for a team") ---------------------------------------
     api_keys: str = Field(
         default="", description="Keys clients send as `Authorization: Bearer KEY`, comma-separated; every route "
@@ -168,10 +159,33 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = Field(
         default=False, description="Serve beyond loopback with no API key (`rag serve --insecure-no-auth`)."
     )
+
+    @field_validator("chroma_host")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
             )
         return self
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a readable file; give a file of keys, one a line")
+        return v
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_needs_a_folder(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("docs_dir") is None:
+            raise ValueError("there is no folder to watch: set RAG_DOCS_DIR, or use rag serve --watch DIR")
+        return v
 
     @property
     def ollama_url(self) -> str:
@@ -201,13 +215,6 @@ class Settings(BaseSettings):
 
     # -- storage paths: every file and folder under storage_dir is named here, and only here ----------
 
-    @field_validator("api_keys_file")
-    @classmethod
-    def _keys_file_readable(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"{v} is not a readable file; give a file of keys, one a line")
-        return v
-
     @property
     def chroma_path(self) -> Path:
         """The embedded Chroma store (unused when RAG_CHROMA_HOST names a server)."""
@@ -232,7 +239,6 @@ class Settings(BaseSettings):
     def lock_path(self) -> Path:
         """One writer per store (rag.index.lock); its owner is named in the same name with `.owner`."""
         return self.storage_dir / "rag.lock"
-
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
