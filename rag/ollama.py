@@ -38,6 +38,7 @@ def ollama_errors(settings: Settings, model: str, timeout: float | None = None) 
     except ollama.ResponseError as exc:
         text = str(exc.error)
         if exc.status_code == 404 and "not found" in text:
+            _counted(settings, "model_not_found")
             raise ModelNotFound(model, settings.ollama_url) from exc
         if exc.status_code in (400, 413, 500) and TOO_LONG in text:
             raise InputTooLong(text) from exc
@@ -45,6 +46,7 @@ def ollama_errors(settings: Settings, model: str, timeout: float | None = None) 
             raise OllamaUnavailable(
                 f"Ollama at {_where(settings)} is busy ({text}) after {settings.ollama_retries} retries; retry later"
             ) from exc
+        _counted(settings, "server_error")
         raise OllamaError(f"Ollama at {settings.ollama_url} answered {exc.status_code}: {text}") from exc
     except (ConnectionError, httpx.ConnectError) as exc:
         raise OllamaUnavailable(
@@ -52,6 +54,7 @@ def ollama_errors(settings: Settings, model: str, timeout: float | None = None) 
             "`rag engine`) or set OLLAMA_HOST"
         ) from exc
     except httpx.TimeoutException as exc:
+        _counted(settings, "timeout")
         hint = ("raise RAG_REQUEST_TIMEOUT if the model is still loading" if timeout is None
                 else "it is stalled or overloaded")
         raise OllamaUnavailable(
@@ -59,6 +62,11 @@ def ollama_errors(settings: Settings, model: str, timeout: float | None = None) 
         ) from exc
     except httpx.HTTPError as exc:
         raise OllamaUnavailable(f"talking to Ollama at {settings.ollama_url} failed: {exc}") from exc
+
+
+def _counted(settings: Settings, kind: str) -> None:
+    """An error the transport does not see (it counts refusals, dropped connections, 503s and 429s itself)."""
+    host_pool(settings).emit("error", kind)
 
 
 def call(settings: Settings, model: str, fn: Callable[[], T], timeout: float | None = None) -> T:

@@ -320,8 +320,12 @@ def test_liveness_stays_200_and_readiness_is_503_with_the_reason_when_the_engine
     assert health.json()["ollama"]["reachable"] is False
 
 
-def test_readiness_names_a_missing_model(tmp_path, docs, fast_engine):
+def test_readiness_names_a_missing_model_and_metrics_count_it(tmp_path, docs, fast_engine):
     with keyed(tmp_path, fast_engine, chat_model="qwen2.5:7b") as client:
         r = client.get("/readyz", headers=auth(KEY))
+        asked = client.post("/ask", json={"question": QUESTION}, headers=auth(KEY))
+        metrics = client.get("/metrics", headers=auth(KEY)).text
     assert r.status_code == 503
     assert "ollama pull qwen2.5:7b" in r.json()["reason"]
+    assert asked.status_code == 503
+    assert sample(metrics, "rag_ollama_errors_total", kind="model_not_found") >= 1
