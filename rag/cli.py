@@ -116,10 +116,10 @@ def ask(
     settings: Settings, question: str, top_k: int | None, url: str | None, as_json: bool, mode: str | None
 ) -> None:
     """Answer QUESTION from the indexed documents, with numbered sources."""
-    from rag.answer.askers import http_asker, local_asker
+    from rag.answer.askers import client_key, http_asker, local_asker
 
     try:
-        with (http_asker(url, top_k, mode, timeout=600) if url
+        with (http_asker(url, top_k, mode, timeout=600, key=client_key(settings)) if url
               else local_asker(settings, top_k, mode, "rag ask")) as asker:
             answer = asker(question)
     except RagError as exc:

@@ -29,10 +29,17 @@ def local_asker(settings: Settings, top_k: int | None, mode: str | None, who: st
 
 
 @contextmanager
-def http_asker(url: str, top_k: int | None, mode: str | None, timeout: float) -> Iterator[Ask]:
-    """POST /ask on a running `rag serve`."""
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
+def http_asker(url: str, top_k: int | None, mode: str | None, timeout: float, key: str = "") -> Iterator[Ask]:
+    """POST /ask on a running `rag serve`, with `key` as the API key when it asks for one (RAG_API_KEYS)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:
         yield lambda question: _post_ask(client, {"question": question, "top_k": top_k, "mode": mode})
+
+
+def client_key(settings: Settings) -> str:
+    """The key this machine sends to a rag serve: one of RAG_API_KEYS (RAG_API_KEYS_FILE), else an admin key."""
+    keys = sorted(settings.key_set() - settings.key_set(admin=True)) or sorted(settings.key_set())
+    return keys[0] if keys else ""
 
 
 def _post_ask(client: httpx.Client, payload: dict[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def eval_group() -> None:
 def run_command(settings: Settings, dataset: Path, url: str | None, out: Path | None, top_k: int, mode: str | None,
                 judge_model: str | None, fail_under: dict[str, float] | None) -> None:
     """Answer every question of DATASET (JSON Lines) as /ask does, judge and score it, and write a report."""
-    from rag.answer.askers import http_asker, local_asker
+    from rag.answer.askers import client_key, http_asker, local_asker
     from rag.eval.dataset import QARow, load_jsonl
     from rag.eval.judge import Judge
     from rag.eval.report import run_table, write_run_report
@@ -88,7 +88,7 @@ def run_command(settings: Settings, dataset: Path, url: str | None, out: Path | 
     try:
         rows = load_jsonl(dataset, QARow)
         judge = Judge(settings, judge_model)
-        with (http_asker(url, top_k, mode, settings.request_timeout) if url
+        with (http_asker(url, top_k, mode, settings.request_timeout, client_key(settings)) if url
               else local_asker(settings, top_k, mode, "rag eval")) as ask:
             records = run_dataset(rows, ask, judge, _progress("row"))
     except RagError as exc:

@@ -119,8 +119,14 @@ def test_keys_can_come_from_a_file(tmp_path, docs, fast_engine):
         assert client.get("/documents").status_code == 401
 
 
+def rag_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rag", *args], env={**os.environ, **env}, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_official_clients_send_the_key_as_they_always_do(tmp_path, docs, fast_engine):
-    """The OpenAI SDK (api_key=) and the Ollama client (an Authorization header) against the real process."""
+    """The OpenAI SDK (api_key=), the Ollama client (an Authorization header) and `rag ask --url` (the first of
+    RAG_API_KEYS) against the real process."""
     with serve_process(tmp_path / "storage", fast_engine, RAG_API_KEYS=KEY) as (base, _log):
         reply = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY).chat.completions.create(
             model="rag", messages=CHAT)  # type: ignore[arg-type]
@@ -129,6 +135,12 @@ def test_official_clients_send_the_key_as_they_always_do(tmp_path, docs, fast_en
         tags = ollama.Client(host=base, headers=auth(KEY)).list()
         with pytest.raises(ollama.ResponseError) as refused:
             ollama.Client(host=base).list()
+        ours = rag_cli("ask", "--url", base, QUESTION, cwd=tmp_path, RAG_API_KEYS=KEY)
+        ours_without = rag_cli("ask", "--url", base, QUESTION, cwd=tmp_path, RAG_API_KEYS="")
+    assert ours.returncode == 0, ours.stderr
+    assert "Sources:" in ours.stdout
+    assert ours_without.returncode == 2
+    assert "401" in ours_without.stderr
     assert reply.choices[0].message.content
     assert [m.model for m in tags.models] == ["rag:latest"]
     assert refused.value.status_code == 401
