@@ -216,11 +216,11 @@ class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
-        self._sync: httpx.HTTPTransport | None = None
-        self._async: httpx.AsyncHTTPTransport | None = None
+        # Both made up front (no connection is opened yet): a client may be used from several threads at once.
+        self._sync = httpx.HTTPTransport()
+        self._async = httpx.AsyncHTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self._sync = self._sync or httpx.HTTPTransport()
         attempts = _Attempts(self.pool, request)
         while True:
             for url in self.pool.order(request.url.path):
@@ -240,7 +240,6 @@ class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             time.sleep(delay)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self._async = self._async or httpx.AsyncHTTPTransport()
         attempts = _Attempts(self.pool, request)
         while True:
             for url in self.pool.order(request.url.path):
@@ -260,12 +259,10 @@ class FailoverTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             await asyncio.sleep(delay)
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
+        self._sync.close()
 
     async def aclose(self) -> None:
-        if self._async is not None:
-            await self._async.aclose()
+        await self._async.aclose()
 
 
 
