@@ -94,13 +94,17 @@ class Settings(BaseSettings):
     seed: int = 42
     num_predict: int = Field(default=256, ge=1)
     min_score: float = Field(
-        default=0.2, description="Below this cosine similarity a chunk is not relevant to the question."
+        default=0.2, description="Below this cosine a chunk without a term of the question is not given to the model."
     )
     retrieval_mode: Mode = Field(
         default="hybrid", description="hybrid: BM25 keywords fused with vectors; vector or keyword alone."
     )
-    fusion: Literal["weighted", "rrf"] = Field(
-        default="weighted", description="How hybrid mode merges the two rankings (chosen on bench/retrieval_bench.py)."
+    fusion: Literal["adaptive", "weighted", "rrf"] = Field(
+        default="adaptive", description="How hybrid mode merges the two rankings (chosen on bench/retrieval_bench.py)."
+    )
+    fusion_sharpness: float = Field(
+        default=2.0, ge=0.0, le=10.0,
+        description="Adaptive fusion: how much more the side whose best hit stands out counts (0: agreement alone).",
     )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion: 1 / (rrf_k + rank).")
     fusion_vector_weight: float = Field(
@@ -109,8 +113,10 @@ class Settings(BaseSettings):
     retrieval_candidates: int = Field(
         default=20, ge=1, le=200, description="Chunks each side of hybrid retrieval ranks before fusion."
     )
-    keyword_min_score: float = Field(
-        default=0.0, ge=0.0, description="A keyword hit is relevant when its BM25 score is above this."
+    coverage_min_matched: float = Field(
+        default=0.4, ge=0.0, le=1.0,
+        description="Covered when one source holds this share of the question's keyword weight, or both sides "
+        "rank one source in their first three; else 'not in the documents' (0: never decline).",
     )
     file_timeout: float = Field(default=60.0, gt=0, description="Seconds allowed to extract one file.")
     file_memory_mb: int = Field(default=1024, ge=64, description="Memory allowed to extract one file.")

@@ -11,6 +11,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
 
+from rag.answer import coverage
 from rag.answer.conversation import acondense, condense, conversation, history_warning
 from rag.answer.models import Answer, AnswerWarning, Message, Mode, Source, Usage, require_question
 from rag.answer.prompts import (
@@ -60,21 +61,9 @@ class RagPipeline:
         """`retrieve` for the event loop; a cancelled request stops the question's embedding."""
         return await self.retriever.asources(question, top_k, mode)
 
-    def relevant(self, sources: list[Source]) -> list[Source]:
-        kept = [s for s in sources if self.is_relevant(s)]
-        for n, s in enumerate(kept, start=1):
-            s.n = n
-        return kept
-
-    def is_relevant(self, s: Source) -> bool:
-        """Vector evidence (cosine >= RAG_MIN_SCORE) or keyword evidence (BM25 > RAG_KEYWORD_MIN_SCORE).
-
-        A fused score has no absolute meaning, so it is never compared with a threshold.
-        """
-        if s.vector_score is None and s.keyword_score is None:
-            return s.score >= self.settings.min_score
-        by_vector = s.vector_score is not None and s.vector_score >= self.settings.min_score
-        return by_vector or (s.keyword_score or 0.0) > self.settings.keyword_min_score
+    def relevant(self, sources: list[Source], question: str, mode: str) -> list[Source]:
+        """The sources to answer from; none when the documents do not cover the question (rag.answer.coverage)."""
+        return coverage.relevant(question, sources, mode, self.keywords, self.settings)
 
     def ask(
         self, question: str, top_k: int | None = None, mode: str | None = None, history: Sequence[Message] = ()
@@ -167,7 +156,7 @@ class _Turn:
 
     def sources(self, found: list[Source]) -> dict[str, Any]:
         """The sources event: the relevant sources that fit the prompt, numbered as the model sees them."""
-        relevant = self.pipeline.relevant(found)
+        relevant = self.pipeline.relevant(found, self.question, self.mode)
         self.given = fit_sources(self.question, relevant, self.lang, self.settings)
         if len(self.given) < len(relevant):
             self.warnings.append(left_out_warning(len(self.given), len(relevant), self.settings))

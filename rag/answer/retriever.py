@@ -97,7 +97,10 @@ class HybridRetriever(BaseRetriever):
         if mode != "hybrid":
             return candidates(vector, keyword)  # one side is empty: its own order
         s = self.settings
-        return fuse(vector, keyword, s.fusion, rrf_k=s.rrf_k, vector_weight=s.fusion_vector_weight)
+        return fuse(
+            vector, keyword, s.fusion, rrf_k=s.rrf_k, vector_weight=s.fusion_vector_weight,
+            depth=s.retrieval_candidates, sharpness=s.fusion_sharpness,
+        )
 
     def _sources(self, found: list[Candidate], stored: dict[str, Record], mode: str) -> list[Source]:
         missing = [c.chunk_id for c in found if c.chunk_id not in stored]

@@ -63,6 +63,14 @@ class Loaded:
     ids: list[str]
     generation: int
 
+    def rows(self) -> dict[str, int]:
+        """Chunk id to row, made on first use (only the abstention check needs it)."""
+        cached: dict[str, int] | None = self.__dict__.get("_rows")
+        if cached is None:
+            cached = {cid: i for i, cid in enumerate(self.ids)}
+            object.__setattr__(self, "_rows", cached)
+        return cached
+
 
 # -- building and saving ----------------------------------------------------------------------------
 
@@ -213,6 +221,34 @@ class KeywordIndex:
             return []
         scores = loaded.bm25.get_scores_from_ids(token_ids)
         return _top(scores, loaded.ids, k)
+
+    def matched(self, query: str, chunk_ids: Iterable[str]) -> dict[str, float]:
+        """For each chunk, the share of the question's keyword weight that the chunk contains (0 to 1).
+
+        A term weighs its inverse document frequency; a term no chunk contains weighs the most, so a
+        question about something the documents never name scores low even when its common words match.
+        Unlike a BM25 score this does not grow with the corpus or the question's length: it reads the same
+        in any language and on any corpus, which is what deciding "not in the documents" needs.
+        """
+        self._reload_if_saved_again()
+        loaded, terms = self._loaded, set(self.tokenizer.query(query))
+        wanted = list(chunk_ids)
+        if loaded is None or loaded.bm25 is None or not terms:
+            return dict.fromkeys(wanted, 0.0)
+        n, indptr, indices = len(loaded.ids), loaded.bm25.scores["indptr"], loaded.bm25.scores["indices"]
+        rows = loaded.rows()
+        found = dict.fromkeys(wanted, 0.0)
+        total = 0.0
+        for term in terms:
+            tid = loaded.bm25.vocab_dict.get(term)
+            docs = indices[indptr[tid]:indptr[tid + 1]] if tid is not None else indices[:0]
+            weight = float(np.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5)))
+            total += weight
+            holding = set(docs.tolist())
+            for cid in wanted:
+                if rows.get(cid) in holding:
+                    found[cid] += weight
+        return {cid: w / total for cid, w in found.items()} if total > 0 else found
 
     def health(self) -> dict[str, Any]:
         self._reload_if_saved_again()
