@@ -76,8 +76,8 @@ def agreement(found: list[Candidate], first: int = 10) -> float:
 
     The keyword side is literal evidence: its chunks contain the question's terms. An embedding model that
     reads the question's language puts some of those chunks among its nearest (about 0.35 on SQuAD with
-    all-MiniLM); one that does not finds other chunks (under 0.1 on DRCD, Chinese). 1 when the keyword side found
-    nothing, as there is nothing to check the vectors against.
+    all-MiniLM); one that does not finds other chunks (under 0.1 on DRCD, Chinese). 1 when the keyword side
+    found nothing, as there is nothing to check the vectors against.
     """
     vec = {c.chunk_id for c in found if c.vector_rank is not None and c.vector_rank <= first}
     kw = {c.chunk_id for c in found if c.keyword_rank is not None and c.keyword_rank <= first}
@@ -89,8 +89,8 @@ def adaptive(found: list[Candidate], depth: int, sharpness: float = 2.0) -> None
     times its agreement with the keyword side, normalised to 1.
 
     With s = 0 and full agreement it is weighted fusion at 0.5; the larger s, the more the clearer side
-    decides alone. Chosen on the tune part of bench/retrieval_bench.py's public sets: s = 2, agreement over
-    each side's first 10.
+    decides alone. The tune part of bench/retrieval_bench.py's public sets does not separate s = 0 to 4, so
+    the default stays at 2, the value it had before the sweep.
     """
     vec = sorted((c.vector_score for c in found if c.vector_score is not None), reverse=True)
     kw = sorted((c.keyword_score for c in found if c.keyword_score is not None), reverse=True)
