@@ -50,6 +50,8 @@ def format_host_url(scheme: str, host: str, port: int) -> str:
 
 # The retrieval modes, named once: here, as settings sit below everything (rag.answer.models re-exports it).
 Mode = Literal["hybrid", "vector", "keyword"]
+# How an answer is made (rag.answer.models explains them): quoted evidence, the model as is, or checked.
+AnswerMode = Literal["extract", "generate", "auto"]
 
 
 class Settings(BaseSettings):
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     seed: int = 42
     num_predict: int = Field(default=256, ge=1)
+    answer_mode: AnswerMode = Field(
+        default="auto",
+        description="extract: source sentences, no chat call; generate: the model as is; auto: the model's "
+        "sentences while each is supported by a source, else the source sentences.",
+    )
     min_score: float = Field(
         default=0.2, description="Below this cosine a chunk without a term of the question is not given to the model."
     )
@@ -245,6 +252,7 @@ class Settings(BaseSettings):
     def lock_path(self) -> Path:
         """One writer per store (rag.index.lock); its owner is named in the same name with `.owner`."""
         return self.storage_dir / "rag.lock"
+
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]

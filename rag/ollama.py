@@ -294,6 +294,8 @@ ANSWER_STOPS = ["\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "\n["
 
 # A follow-up's rewrite is one short line: a question, not an answer.
 CONDENSE_TOKENS = 64
+# A factoid's answer (a number, a name, a time) is a sentence or two; a small model fills the rest with loops.
+FACTOID_TOKENS = 96
 
 
 def build_llm(settings: Settings, num_predict: int | None = None, stops: list[str] | None = None) -> Ollama:

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.config import AnswerMode as AnswerMode  # re-exported: the answering modes are named in settings
 from rag.config import Mode
 from rag.errors import BadRequest
 
@@ -70,6 +71,37 @@ class Message(BaseModel):
         return self.content or ""
 
 
+class Evidence(BaseModel):
+    """A sentence of a source that answers the question; start/end index the extracted text, as a source's do."""
+
+    n: int = Field(description="The source it is in.")
+    text: str
+    start: int | None
+    end: int | None
+    score: float
+
+
+class Claim(BaseModel):
+    """A sentence of the answer and the span of a source that supports it (none when nothing does)."""
+
+    text: str
+    supported: bool
+    score: float
+    source_n: int | None = Field(default=None, description="The source whose span supports it.")
+    start: int | None = None
+    end: int | None = None
+    cited: list[int] = Field(default_factory=list, description="The [n] the sentence cites.")
+    citation_ok: bool | None = Field(
+        default=None, description="False when a cited source does not support the sentence; null with no citation."
+    )
+
+
+ANSWER_MODE_HELP = (
+    "extract: the evidence sentences, no chat call; generate: the model's answer as it is; auto: the model's "
+    "answer while each sentence is supported, else the evidence. Default RAG_ANSWER_MODE."
+)
+
+
 class Usage(BaseModel):
     """Tokens as Ollama counted them: the prompt evaluated and the answer generated (0 with no chat call)."""
 
@@ -97,6 +129,17 @@ class Answer(BaseModel):
         default=None, description="A follow-up rewritten to stand alone: what was searched for."
     )
     usage: Usage = Field(default_factory=Usage)
+    answer_mode: AnswerMode | None = Field(default=None, description=ANSWER_MODE_HELP)
+    answer_source: Literal["model", "evidence", "none"] = Field(
+        default="none",
+        description="model: the model's sentences (each supported, in auto mode); evidence: source sentences "
+        "quoted; none: declined or no answer.",
+    )
+    model_answer: str | None = Field(
+        default=None, description="What the model said, when the answer is not that (held back or cut)."
+    )
+    evidence: list[Evidence] = Field(default_factory=list, description="The source sentences that answer it.")
+    claims: list[Claim] = Field(default_factory=list, description="Each sentence of the answer, checked.")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -20,6 +20,11 @@ NOT_COVERED = {
     "en": "The documents do not cover this.",
     "zh": "文档中没有涉及这个问题。",
 }
+# Said before the evidence when the model's answer was held back (auto mode): no source supported it.
+NOT_SUPPORTED = {
+    "en": "The model's answer was not supported by the sources, so here is what they say:",
+    "zh": "模型的回答没有得到资料的支持，以下是资料原文：",
+}
 # Said instead of an empty answer: a small model sometimes starts by copying a source's "[n]" line, which
 # the stop sequences end at once. The sources are still returned; the user is told to read them.
 NO_ANSWER = {

@@ -99,6 +99,12 @@ _BARE = re.compile(
 )
 
 
+def support_score(checker: SupportChecker, answer: str, context: str) -> float:
+    """An answer's support by one context, 0..1: its least supported sentence's score (0 when it says nothing)."""
+    source = Source(n=1, source="context", page=None, chunk_id="context", score=1.0, text=context, start=0)
+    return min((c.score for c in checker.claims(answer, [source])), default=0.0)
+
+
 def claim_texts(answer: str) -> list[str]:
     """The sentences of an answer that state something: not a bare "[1]", a line of punctuation, or a lone
     "Yes."/"不可以。" (which says nothing a span could back without the sentence after it)."""
@@ -119,7 +125,7 @@ def windows(text: str) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=4096)
 def _signals(tokenizer: Tokenizer, text: str) -> Signals:
-    words = frozenset(_stem(w) for w in tokenizer.tokens(text))
+    words = frozenset(stem(w) for w in tokenizer.tokens(text))
     flat = _EN_WORD.sub(lambda m: _EN_NUMBERS[m.group().lower()], _zh_numbers(text))
     return Signals(
         words=words,
@@ -145,11 +151,11 @@ def score(claim: Signals, span: Signals) -> float:
     if missing:
         value *= 0.4
     if claim.negated != span.negated:
-        value *= 0.6
+        value *= 0.5
     return value
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     """English words without their commonest endings (ships/shipped/shipping), so a paraphrase still meets."""
     return _SUFFIX.sub("", word) if len(word) > 4 and word.isascii() else word
 

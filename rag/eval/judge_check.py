@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.answer.support import SUPPORTED, SupportChecker, support_score
 from rag.eval import metrics
 from rag.eval.judge import Judge
 from rag.eval.run import Progress, no_progress
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 Records = Sequence[dict[str, Any]]
 BASELINE = "word overlap: share of answer tokens (characters for Chinese) found in the context"
+SUPPORT = "support check: the least supported sentence's score (rag/answer/support.py), deterministic"
 
 
 class FaithfulnessCase(BaseModel):
@@ -39,6 +41,7 @@ def validate_judge(
 ) -> list[dict[str, Any]]:
     """Judge every case once per seed; one record per (run, case), with the baseline's score beside it."""
     records = []
+    checker = SupportChecker()
     for run, seed in enumerate(seeds, start=1):
         judge = make_judge(seed)
         log.info("run %s of %s: judging %s cases with %s, seed %s", run, len(seeds), len(cases), judge.model, seed)
@@ -48,6 +51,7 @@ def validate_judge(
             records.append({
                 "run": run, "seed": seed, "id": case.id, "lang": case.lang, "kind": case.kind,
                 "label": case.label, "score": got.score, "baseline": metrics.word_overlap(case.answer, case.context),
+                "support": round(support_score(checker, case.answer, case.context), 4),
                 "statements": [asdict(v) for v in got.verdicts], "raw": got.raw, "error": got.error,
                 "seconds": round(got.seconds, 2),
             })
@@ -97,10 +101,18 @@ def baseline_figures(records: Records, threshold: float) -> dict[str, Any]:
             "auroc_by_lang": _auroc_by_lang(records, "baseline")}
 
 
+def support_figures(records: Records) -> dict[str, Any]:
+    """The support check beside the judge: the same cases, deterministic, so one run says it all."""
+    return {"name": SUPPORT, "threshold": SUPPORTED, **separation(records, "support", SUPPORTED),
+            "mean_score_by_kind": _mean_by_kind(records, "support"),
+            "auroc_by_lang": _auroc_by_lang(records, "support")}
+
+
 def validation_summary(records: Records, threshold: float, meta: dict[str, Any]) -> dict[str, Any]:
     per_run = [[r for r in records if r["run"] == run] for run in sorted({r["run"] for r in records})]
     return {
         **meta, "cases": len(per_run[0]), "runs": len(per_run), "seeds": [rs[0]["seed"] for rs in per_run],
         "threshold": threshold, "judge": judge_figures(per_run, threshold),
         "baseline": baseline_figures(per_run[0], threshold),
+        "support": support_figures(per_run[0]),
     }

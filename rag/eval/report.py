@@ -66,13 +66,13 @@ def run_table(summary: dict[str, Any]) -> str:
 
 
 def validation_table(summary: dict[str, Any]) -> str:
-    j, b = summary["judge"], summary["baseline"]
+    j, b, s = summary["judge"], summary["baseline"], summary["support"]
     spread = "mean (min-max, stdev over runs)"
-    lines = [f"{'':<20}{'judge ' + summary['judge_model']:<40}{'word-overlap baseline':<22}",
+    lines = [f"{'':<20}{'judge ' + summary['judge_model']:<40}{'support check':<16}{'word-overlap baseline':<22}",
              f"{'':<20}{spread:<40}"]
     for name in ("auroc", "balanced_accuracy"):
-        lines.append(f"{name:<20}{_spread(j[name]):<40}{_num(b[name]):<22}")
-    lines.append(f"{'failure_rate':<20}{_spread(j['failure_rate']):<40}{'0.000':<22}")
+        lines.append(f"{name:<20}{_spread(j[name]):<40}{_num(s[name]):<16}{_num(b[name]):<22}")
+    lines.append(f"{'failure_rate':<20}{_spread(j['failure_rate']):<40}{'0.000':<16}{'0.000':<22}")
     lines.append(f"\n{summary['cases']} cases x {summary['runs']} runs (seeds {summary['seeds']}); "
                  f"supported when score >= {summary['threshold']:g}; identical runs: {j['identical_runs']}")
     return "\n".join(lines)
@@ -148,28 +148,32 @@ DEFINITIONS = [
 
 
 def validation_markdown(summary: dict[str, Any], charts: Sequence[str]) -> str:
-    j, b = summary["judge"], summary["baseline"]
+    j, b, sup = summary["judge"], summary["baseline"], summary["support"]
     lines = [
         f"# Judge validation: {summary['dataset']}", "",
         f"- judge `{summary['judge_model']}`, temperature 0, seeds {summary['seeds']}, prompts sha256 "
         f"`{summary['judge_meta']['prompts_sha256'][:12]}`; {summary['cases']} labelled cases x "
         f"{summary['runs']} runs; {summary['seconds']:.0f} s",
         f"- an answer counts as supported when its score >= {summary['threshold']:g}; AUROC needs no threshold",
-        f"- runs identical: {j['identical_runs']}", "",
-        "| | judge: mean | min | max | stdev | word-overlap baseline |", "|---|---|---|---|---|---|",
+        f"- runs identical: {j['identical_runs']}",
+        f"- support check: {sup['name']}; supported when >= {sup['threshold']:g}", "",
+        "| | judge: mean | min | max | stdev | support check | word-overlap baseline |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in ("auroc", "balanced_accuracy", "failure_rate"):
         s = j[name]
         base = _num(b.get(name)) if name != "failure_rate" else "0.000"
+        checked = _num(sup.get(name)) if name != "failure_rate" else "0.000"
         lines.append(f"| {name} | {_num(s['mean'])} | {_num(s['min'])} | {_num(s['max'])} | "
-                     f"{_num(s['stdev'])} | {base} |")
-    lines += ["", "Mean score by kind of case (judge over all runs; baseline):", "",
-              "| kind | judge | baseline |", "|---|---|---|"]
-    lines += [f"| {k} | {_num(v)} | {_num(b['mean_score_by_kind'].get(k))} |"
-              for k, v in j["mean_score_by_kind"].items()]
-    lines += ["", "| language | judge AUROC (mean over runs) | baseline AUROC |", "|---|---|---|"]
-    lines += [f"| {lang} | {_num(v)} | {_num(b['auroc_by_lang'].get(lang))} |"
-              for lang, v in j["auroc_by_lang"].items()]
+                     f"{_num(s['stdev'])} | {checked} | {base} |")
+    lines += ["", "Mean score by kind of case (judge over all runs; support check; baseline):", "",
+              "| kind | judge | support | baseline |", "|---|---|---|---|"]
+    lines += [f"| {k} | {_num(v)} | {_num(sup['mean_score_by_kind'].get(k))} | "
+              f"{_num(b['mean_score_by_kind'].get(k))} |" for k, v in j["mean_score_by_kind"].items()]
+    lines += ["", "| language | judge AUROC (mean over runs) | support AUROC | baseline AUROC |",
+              "|---|---|---|---|"]
+    lines += [f"| {lang} | {_num(v)} | {_num(sup['auroc_by_lang'].get(lang))} | "
+              f"{_num(b['auroc_by_lang'].get(lang))} |" for lang, v in j["auroc_by_lang"].items()]
     return "\n".join(lines + _charts(charts))
 
 
@@ -244,10 +248,11 @@ def latency_chart(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 def validation_chart(records: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
     first = [r for r in records if r["run"] == 1]
-    figure = _figure(8, 4)
+    figure = _figure(11, 4)
     panels = [("score", f"judge {summary['judge_model']}, run 1", summary["judge"]["auroc"]["runs"][0]),
+              ("support", "support check", summary["support"]["auroc"]),
               ("baseline", "word-overlap baseline", summary["baseline"]["auroc"])]
-    for ax, (key, title, auc) in zip(figure.subplots(1, 2, sharey=True), panels, strict=True):
+    for ax, (key, title, auc) in zip(figure.subplots(1, 3, sharey=True), panels, strict=True):
         groups = [[r[key] for r in first if r["label"] == label and r[key] is not None]
                   for label in ("supported", "unsupported")]
         _strip(ax, groups, [f"supported\n(n={len(groups[0])})", f"unsupported\n(n={len(groups[1])})"])

@@ -24,7 +24,7 @@ Progress = Callable[[str, int], Callable[[int], None]]  # (description, total) -
 # answer_failed and the run goes on. Anything else (Ollama or the store unreachable, a missing model) stops it.
 ROW_ERRORS = (BadRequest, OllamaError)
 STATUSES = ("scored", "judge_failed", "abstained", "answer_failed")
-METRICS = ("faithfulness", "hit@1", "hit@3", "hit@5", "mrr", "token_f1", "exact_match")
+METRICS = ("faithfulness", "support", "hit@1", "hit@3", "hit@5", "mrr", "token_f1", "exact_match")
 STAGES = ("retrieve", "generate", "answer", "judge", "total")
 
 
@@ -46,7 +46,8 @@ def answer_row(index: int, row: QARow, ask: Ask) -> dict[str, Any]:
         log.warning("row %s: no answer: %s", asked["id"], exc.message)
         return {
             **asked, "status": "answer_failed", "error": exc.message, "answer": None, "abstained": False,
-            "sources": [], "retrieval": None, "correctness": None, "faithfulness": None, "statements": [],
+            "sources": [], "retrieval": None, "correctness": None, "faithfulness": None, "support": None,
+            "statements": [],
             "judge": None, "timings_ms": {},
         }
     sources = [{k: s.get(k) for k in ("n", "source", "page", "chunk_id", "score", "text")} for s in got["sources"]]
@@ -62,9 +63,17 @@ def answer_row(index: int, row: QARow, ask: Ask) -> dict[str, Any]:
         "sources": sources,
         "retrieval": {"rank": rank, **metrics.retrieval_scores(rank)} if refs else None,
         "correctness": _correctness(answer, row.reference_answer),
+        # The support check's verdict, from /ask: the share of the answer's sentences a source supports.
+        "support": _support(got.get("claims")),
         "timings_ms": {"retrieve": timings.get("retrieve"), "generate": timings.get("generate"),
                        "answer": timings.get("total")},
     }
+
+
+def _support(claims: list[dict[str, Any]] | None) -> float | None:
+    if not claims:
+        return None
+    return round(sum(bool(c.get("supported")) for c in claims) / len(claims), 4)
 
 
 def _correctness(answer: str, reference: str | None) -> dict[str, float] | None:
@@ -121,6 +130,8 @@ def metric_values(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     for r in records:
         if r["status"] == "scored":
             values["faithfulness"].append(r["faithfulness"])
+        if r["status"] in ("scored", "judge_failed") and r.get("support") is not None:
+            values["support"].append(r["support"])
         for part in (r["retrieval"] or {}, r["correctness"] or {}):
             for name, value in part.items():
                 if name in values:

@@ -45,10 +45,11 @@ async def ask(body: AskRequest, request: Request, pipeline: Pipeline) -> Any:
     """
     question, history = body.turns()
     if body.stream:
-        events = observed(request, pipeline.aask_stream(question, body.top_k, body.mode, history))
+        events = observed(request, pipeline.aask_stream(question, body.top_k, body.mode, history, body.answer_mode))
         first = await while_connected(request, anext(events))  # retrieval errors get their status code
         return CancellingStream(_ndjson(first, events, body.debug), media_type="application/x-ndjson")
-    answer = await while_connected(request, pipeline.aask(question, body.top_k, body.mode, history))
+    asked = pipeline.aask(question, body.top_k, body.mode, history, body.answer_mode)
+    answer = await while_connected(request, asked)
     answered(request, answer.to_dict())
     return {**answer.to_dict(), "sources": _public(answer.sources, body.debug)}
 

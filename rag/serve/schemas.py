@@ -8,7 +8,17 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from rag.answer.conversation import split
-from rag.answer.models import BLANK, MODE_HELP, Answer, Message, Mode, Source, is_blank
+from rag.answer.models import (
+    ANSWER_MODE_HELP,
+    BLANK,
+    MODE_HELP,
+    Answer,
+    AnswerMode,
+    Message,
+    Mode,
+    Source,
+    is_blank,
+)
 
 DEBUG_HELP = "Give each source its vector, keyword and fused scores and ranks."
 
@@ -47,6 +57,7 @@ class AskRequest(BaseModel):
     mode: Mode | None = Field(default=None, description=MODE_HELP)
     debug: bool = Field(default=False, description=DEBUG_HELP)
     stream: bool = Field(default=False, description="Answer as NDJSON: sources, tokens, then timings.")
+    answer_mode: AnswerMode | None = Field(default=None, description=ANSWER_MODE_HELP)
 
     @model_validator(mode="after")
     def _asks_something(self) -> AskRequest:

@@ -10,7 +10,7 @@ from tests.support.helpers import CHINESE, ENGLISH, make_settings, write
 from tests.support.scripted_ollama import scripted_ollama
 
 
-def test_an_empty_generation_becomes_a_no_answer_notice_with_the_sources(tmp_path, fast_engine):
+def test_an_empty_generation_becomes_a_no_answer_notice_or_the_evidence(tmp_path, fast_engine):
     write(tmp_path / "docs" / "cooling.md", ENGLISH)
     write(tmp_path / "docs" / "backup.txt", CHINESE)
     settings = make_settings(tmp_path, fast_engine)
@@ -18,10 +18,14 @@ def test_an_empty_generation_becomes_a_no_answer_notice_with_the_sources(tmp_pat
     with scripted_ollama([""]) as (chat_url, script):
         chat = llm.build_llm(make_settings(tmp_path, chat_url))
         pipeline = RagPipeline.open(settings, llm=chat)
-        english = pipeline.ask("When are the pumps inspected?")
-        chinese = pipeline.ask("备份文件保存多久？")
-    assert len(script.requests) == 2  # the model was asked, and answered nothing
+        english = pipeline.ask("When are the pumps inspected?", answer_mode="generate")
+        chinese = pipeline.ask("备份文件保存多久？", answer_mode="generate")
+        checked = pipeline.ask("When are the pumps inspected?", answer_mode="auto")
+    assert len(script.requests) == 3  # the model was asked, and answered nothing
     assert (english.answer, english.abstained) == (NO_ANSWER["en"], True)
     assert (chinese.answer, chinese.abstained) == (NO_ANSWER["zh"], True)
     assert english.sources
     assert chinese.sources
+    # auto: nothing the model said can be shown, so the sentence of the source that answers it is
+    assert checked.answer_source == "evidence"
+    assert checked.answer.endswith("Pumps are inspected every Tuesday. [1]")

@@ -32,7 +32,10 @@ def served(tmp_path: Path, slow_engine: str) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "docs"
     write(root / "cooling.md", "# Cooling\n\n" + ENGLISH * 4)
     ingest_folder(root, make_settings(tmp_path, slow_engine))
-    with serve_process(tmp_path / "storage", slow_engine, RAG_NUM_PREDICT=str(NUM_PREDICT), RAG_MIN_SCORE="0") as s:
+    # generate: the model's whole answer is streamed (auto would stop the stand-in model's echo at its first
+    # unsupported sentence, and there would be little generation left to cancel).
+    with serve_process(tmp_path / "storage", slow_engine, RAG_NUM_PREDICT=str(NUM_PREDICT), RAG_MIN_SCORE="0",
+                       RAG_ANSWER_MODE="generate") as s:
         yield s
 
 
