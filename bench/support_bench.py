@@ -78,7 +78,7 @@ def qags_cases(git_dir: Path) -> list[Case]:
     return out
 
 
-def judge_scores(cases: list[Case], sample: int) -> dict[str, float | None]:
+def judge_scores(cases: list[Case], sample: int, sets: list[str]) -> dict[str, float | None]:
     """The bundled judge's AUROC per set on a fixed random sample (seed 7), balanced between the labels."""
     from rag.config import Settings
     from rag.eval.judge import Judge
@@ -86,6 +86,8 @@ def judge_scores(cases: list[Case], sample: int) -> dict[str, float | None]:
     judge = Judge(Settings())  # type: ignore[call-arg]
     out: dict[str, float | None] = {}
     for name in dict.fromkeys(c["set"] for c in cases):
+        if sets and not any(name.startswith(prefix) for prefix in sets):
+            continue
         rng = random.Random(7)
         pos = [c for c in cases if c["set"] == name and c["supported"]]
         neg = [c for c in cases if c["set"] == name and not c["supported"]]
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--begin", type=Path, help="git directory of google/BEGIN-dataset")
     parser.add_argument("--qags", type=Path, help="git directory of W4ngatang/qags")
     parser.add_argument("--judge-sample", type=int, default=40, help="cases per set for the LLM judge (0: none)")
+    parser.add_argument("--judge-sets", nargs="*", default=[], help="judge only the sets whose names start so")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/support.md")
     args = parser.parse_args()
 
@@ -120,11 +123,12 @@ def main() -> None:
         c["support"] = support_score(checker, c["answer"], c["context"])
         c["baseline"] = metrics.word_overlap(c["answer"], c["context"])
     seconds = time.perf_counter() - started
-    judged = judge_scores(cases, args.judge_sample) if args.judge_sample else {}
+    judged = judge_scores(cases, args.judge_sample, args.judge_sets) if args.judge_sample else {}
 
     lines = [
         "# The support check on labelled faithfulness sets", "",
-        f"`python bench/support_bench.py --begin ... --qags ... --judge-sample {args.judge_sample}`; "
+        f"`python bench/support_bench.py --begin ... --qags ... --judge-sample {args.judge_sample}"
+        f"{' --judge-sets ' + ' '.join(repr(x) for x in args.judge_sets) if args.judge_sets else ''}`; "
         f"{len(cases)} cases checked in {seconds:.1f} s ({seconds / len(cases) * 1000:.1f} ms a case) on "
         f"{os.cpu_count()} cores. Threshold {SUPPORTED} (chosen on the project set only).", "",
         "| set | cases | supported | support check AUROC | balanced acc. at threshold | word-overlap AUROC | "

@@ -76,13 +76,13 @@ class SupportChecker:
         bare = _CITE.sub("", text).strip()
         mine = self.signals(bare)
         best: tuple[float, Source | None, int, int] = (0.0, None, 0, 0)
+        rank = (0.0, False, 0)
         for source in sources:
             for start, end in windows(source.text):
                 found = score(mine, self.signals(source.text[start:end]))
-                # A tie goes to a cited source: the citation is then right.
-                if found > best[0] or (found == best[0] and source.n in cited and best[1] is not None
-                                       and best[1].n not in cited):
-                    best = (found, source, start, end)
+                # On a tie, a cited source (the citation is then right), then the shortest span.
+                if (candidate := (found, source.n in cited, start - end)) > rank:
+                    best, rank = (found, source, start, end), candidate
         value, found_in, start, end = best
         supported = value >= self.threshold and found_in is not None
         offset = (found_in.start or 0) if found_in is not None else 0

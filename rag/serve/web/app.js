@@ -124,7 +124,9 @@ async function openSource(source, button) {
     const response = await fetch(`/documents/text?${query}`, { headers: headers() });
     if (!response.ok) { showError(response.status === 404 ? t("sourceGone") : await errorText(response)); return; }
     const page = await response.json();
-    const [start, end] = [source.start ?? 0, source.end ?? page.text.length];
+    // The sentence the answer rests on (a checked claim's span, else the evidence), or the whole chunk.
+    const span = (button.closest(".turn")?.spans || {})[source.n];
+    const [start, end] = span ? [span.start, span.end] : [source.start ?? 0, source.end ?? page.text.length];
     $("viewer-title").textContent = `[${source.n}] ${where(source)}`;
     $("viewer-where").textContent = `${t("chars")} ${start}–${end}`;
     const mark = document.createElement("mark");
@@ -137,6 +139,16 @@ async function openSource(source, button) {
   } catch (_) {
     showError(t("unreachable"));
   }
+}
+
+// Per source number, the exact span that backs the answer: a supported claim's, else an evidence sentence's.
+function spansOf(done) {
+  const spans = {};
+  for (const e of done.evidence || []) if (e.start != null) spans[e.n] = { start: e.start, end: e.end };
+  for (const c of done.claims || []) {
+    if (c.supported && c.source_n != null && c.start != null) spans[c.source_n] = { start: c.start, end: c.end };
+  }
+  return spans;
 }
 
 function newTurn(question) {
@@ -194,6 +206,7 @@ async function ask(question) {
         renderAnswer(answerEl, text, sources);
       } else if (event.type === "done") {
         text = event.answer;
+        turn.spans = spansOf(event);
         renderAnswer(answerEl, text, sources);
         const warnings = (event.warnings || []).map((w) => w.message);
         if (warnings.length) { const w = turn.querySelector(".warning"); w.textContent = warnings.join("; "); w.hidden = false; }
