@@ -101,6 +101,13 @@ class EvidenceFinder:
         ]
 
 
+def gives_what_is_asked(question: str, answer: str) -> bool:
+    """Whether an answer holds the kind of thing the question asks for (a number, a time, an identifier...);
+    true when the question asks for none of them."""
+    wanted = [kind for kind, (asks, _) in _TYPES.items() if asks.search(question)]
+    return not wanted or bool(_type_bonus(_CITE.sub("", answer), wanted))  # a "[1]" is not a number
+
+
 def is_factoid(question: str) -> bool:
     """A question asking for a number, a time, a port, a name or a version: its answer is short."""
     return any(asks.search(question) for asks, _ in _TYPES.values())

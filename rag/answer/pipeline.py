@@ -13,7 +13,7 @@ from llama_index.core.llms import LLM
 
 from rag.answer import coverage
 from rag.answer.conversation import acondense, condense, conversation, history_warning
-from rag.answer.evidence import EvidenceFinder, evidence_answer, is_factoid
+from rag.answer.evidence import EvidenceFinder, evidence_answer, gives_what_is_asked, is_factoid
 from rag.answer.gate import SentenceGate
 from rag.answer.models import (
     Answer,
@@ -29,6 +29,7 @@ from rag.answer.models import (
 )
 from rag.answer.prompts import (
     NO_ANSWER,
+    NOT_ANSWERED,
     NOT_COVERED,
     NOT_SUPPORTED,
     TEMPLATE_TOKENS,
@@ -257,14 +258,19 @@ class _Turn:
         said = "".join(self.parts).strip()
         if not self.given or (self.answer_mode != "generate" and not self.evidence):
             yield from self._say(NOT_COVERED[self.lang])
-        elif said:
+        elif said and (self.answer_mode != "auto" or gives_what_is_asked(self.question, said)
+                       or not any(gives_what_is_asked(self.question, e.text) for e in self.evidence)):
             self.source, self.claimed = "model", said
         elif self.answer_mode == "generate":
             yield from self._say(NO_ANSWER[self.lang])
         elif self.evidence:
-            self.source, self.claimed = "evidence", evidence_answer(self.evidence, self.lang)
-            notice = "" if self.answer_mode == "extract" else NOT_SUPPORTED[self.lang]
-            yield from self._say(notice + ("" if not notice or self.lang == "zh" else " ") + self.claimed)
+            # auto: nothing the model said was supported, or what was did not give what was asked (and the
+            # evidence does). The supported sentences already shown stay; the evidence follows them.
+            quoted = evidence_answer(self.evidence, self.lang)
+            self.source, self.claimed = "evidence", f"{said}\n\n{quoted}" if said else quoted
+            notice = "" if self.answer_mode == "extract" else (NOT_ANSWERED if said else NOT_SUPPORTED)[self.lang]
+            lead = ("\n\n" if said else "") + notice + ("" if not notice or self.lang == "zh" else " ")
+            yield from self._say(lead + quoted)
         else:
             yield from self._say(NOT_COVERED[self.lang])
 

@@ -25,6 +25,11 @@ NOT_SUPPORTED = {
     "en": "The model's answer was not supported by the sources, so here is what they say:",
     "zh": "模型的回答没有得到资料的支持，以下是资料原文：",
 }
+# Said before the evidence when the model's checked sentences do not give what the question asks for.
+NOT_ANSWERED = {
+    "en": "The model's answer did not say what was asked, so here is what the sources say:",
+    "zh": "模型的回答没有给出所问的内容，以下是资料原文：",
+}
 # Said instead of an empty answer: a small model sometimes starts by copying a source's "[n]" line, which
 # the stop sequences end at once. The sources are still returned; the user is told to read them.
 NO_ANSWER = {

@@ -12,7 +12,7 @@ import pytest
 from ingest.loaders import LoadLimits, load
 from ingest.run import ingest_folder
 from rag import ollama as llm
-from rag.answer.pipeline import NOT_SUPPORTED, RagPipeline
+from rag.answer.pipeline import NOT_ANSWERED, NOT_SUPPORTED, RagPipeline
 from rag.ollama import FACTOID_TOKENS
 from tests.support.helpers import CHINESE, ENGLISH, make_settings, write
 from tests.support.scripted_ollama import scripted_ollama
@@ -136,3 +136,24 @@ def test_the_api_takes_the_answer_mode_and_returns_evidence_and_claims(docs):
     assert {"text", "supported", "source_n", "start", "end", "score"} <= set(body["claims"][0])
     assert bad.status_code == 422
     assert "answer_mode" in bad.json()["error"]["message"]
+
+
+def test_auto_adds_the_evidence_when_the_supported_answer_does_not_give_what_was_asked(docs):
+    _, settings = docs
+    with scripted_ollama(["Pumps are inspected [1]."]) as (url, _):
+        events = list(pipeline_saying(settings, url).ask_stream("How often are the pumps inspected?"))
+    done = events[-1]
+    assert done["answer"] == (
+        f"Pumps are inspected [1].\n\n{NOT_ANSWERED['en']} Pumps are inspected every Tuesday. [1]"
+    )
+    assert "".join(e["text"] for e in events if e["type"] == "token").strip() == done["answer"]
+    assert done["answer_source"] == "evidence"
+    assert all(c["supported"] for c in done["claims"])
+
+
+def test_a_sentence_that_states_nothing_is_not_supported(docs):
+    _, settings = docs
+    with scripted_ollama(["The answer is:"]) as (url, _):
+        answer = pipeline_saying(settings, url).ask(PUMPS)
+    assert answer.answer_source == "evidence"
+    assert answer.model_answer == "The answer is:"
