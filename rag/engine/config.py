@@ -63,6 +63,11 @@ class EngineSettings(BaseSettings):
     threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads per model (default: all cores)."
     )
+    embed_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="all-minilm on ONNX Runtime with int8 weights (made by `make install`; torch if it is missing), "
+        "or on sentence-transformers fp32 torch.",
+    )
     token_delay: float = Field(
         default=0.0, ge=0.0, description="Deterministic backend only: seconds per generated token."
     )
