@@ -1,4 +1,11 @@
-"""The manifest: what was ingested from which file, so a re-run only does the work that changed."""
+"""The manifest: what was ingested from which file, so a re-run only does the work that changed.
+
+It is a JSON snapshot plus an append-only log beside it (`manifest-<collection>.log`): committing a file
+appends one fsynced line instead of rewriting a snapshot that grows with the folder, so per-file
+bookkeeping stays O(1) on a long ingest. `save` compacts: a new snapshot, then the log goes. Each
+snapshot carries a random `log_id` and a log line counts only under the snapshot it names, so a kill
+between writing the snapshot and removing the log never replays old lines over newer state.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,12 @@ from typing import Any
 from rag.errors import StoreDamaged
 
 MANIFEST_VERSION = 1
+COMPACT_AFTER = 1000  # log lines beyond the number of files before `append` compacts on its own
+
+
+def log_path(path: Path) -> Path:
+    """The append-only log that goes with the snapshot at `path` (same name, `.log`)."""
+    return path.with_suffix(".log")
 
 
 @dataclass
@@ -34,6 +48,8 @@ class Manifest:
     embed_model: str | None = None
     embed_dim: int | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
+    log_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    log_lines: int = 0  # lines appended since the snapshot
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -45,17 +61,63 @@ class Manifest:
             if version != MANIFEST_VERSION:
                 raise ValueError(f"manifest version {version}, expected {MANIFEST_VERSION}")
             files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
-            return cls(data.get("chunker", {}), data.get("embed_model"), data.get("embed_dim"), files)
+            manifest = cls(data.get("chunker", {}), data.get("embed_model"), data.get("embed_dim"), files)
+            manifest.log_id = str(data.get("log_id") or manifest.log_id)
+            manifest._replay(log_path(path))
+            return manifest
         except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, not JSON, wrong shape
             raise StoreDamaged(
                 f"{path} cannot be read ({exc}); nothing was changed. Rebuild the index from your folder "
                 "with: rag ingest DIR --rebuild"
             ) from None
 
+    def _replay(self, log: Path) -> None:
+        try:
+            lines = log.read_bytes().splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                record = json.loads(line)
+                if record["log"] != self.log_id:
+                    continue  # written under an older snapshot, which already holds it
+                puts = [FileEntry(**e) for e in record.get("put", [])]
+                dels = [str(s) for s in record.get("delete", [])]
+            except (ValueError, KeyError, TypeError):
+                continue  # torn by a kill: the commit it announced had not happened
+            for source in dels:
+                self.files.pop(source, None)
+            self.files.update((e.source, e) for e in puts)
+            self.log_lines += 1
+
+    def append(self, path: Path, put: list[FileEntry], delete: list[str]) -> None:
+        """Record committed files (and sources they replace) in one fsynced log line: durable when this returns.
+
+        The snapshot at `path` must exist (`save` once before the first append of a run)."""
+        record = {"log": self.log_id, "delete": delete, "put": [_entry_dict(e) for e in put]}
+        for source in delete:
+            self.files.pop(source, None)
+        self.files.update((e.source, e) for e in put)
+        with log_path(path).open("ab") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.log_lines += 1
+        if self.log_lines > len(self.files) + COMPACT_AFTER:
+            self.save(path)
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Forget everything: the snapshot and its log."""
+        path.unlink(missing_ok=True)
+        log_path(path).unlink(missing_ok=True)
+
     def save(self, path: Path) -> None:
-        """Write atomically: a crash mid-write leaves the previous manifest whole."""
+        """Write a snapshot atomically (a crash mid-write leaves the previous one whole), then drop the log."""
+        self.log_id = uuid.uuid4().hex
         data = {
             "version": MANIFEST_VERSION,
+            "log_id": self.log_id,
             "chunker": self.chunker,
             "embed_model": self.embed_model,
             "embed_dim": self.embed_dim,
@@ -68,6 +130,8 @@ class Manifest:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        log_path(path).unlink(missing_ok=True)
+        self.log_lines = 0
 
     def owned(self) -> set[str]:
         """Every chunk id some file owns."""

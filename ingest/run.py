@@ -71,7 +71,7 @@ def sync_folder(
     if rebuild and not dry_run:
         log.info("rebuilding: dropping collection %s and its manifest", settings.collection)
         Journal(settings.journal_path).mark_everything()  # a kill from here on: the next run sweeps all
-        settings.manifest_path.unlink(missing_ok=True)
+        Manifest.remove(settings.manifest_path)
         store.drop()
         reindex_keywords = True
     manifest = Manifest.load(settings.manifest_path)

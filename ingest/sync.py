@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,13 @@ log = logging.getLogger(__name__)
 
 CHUNKER_VERSION = 1
 MAX_SPLIT_DEPTH = 6
+# Embedding calls in flight at once: while the model computes one batch the next is already queued at
+# the server, so the model never waits for us to send, parse a response or write to the indexes.
+IN_FLIGHT = 2
+# Files loaded ahead of their turn, by LOADERS threads: PDF text comes from a child process per file, whose
+# start-up would otherwise stall the queue of batches.
+LOAD_AHEAD = 4
+LOADERS = 2
 
 
 def chunker_settings(settings: Settings) -> dict[str, Any]:
@@ -195,17 +204,10 @@ class Syncer:
         s.failures += plan.unreadable
         self._adopt_chunker()
         self._refresh_unchanged(plan.unchanged)
-        group: list[_Job] = []
-        for state in plan.work:
-            job = self._prepare(state, plan)
-            self.progress(1)
-            if job is None:
-                continue
-            group.append(job)
-            if sum(len(j.chunks) - len(j.vectors) for j in group) >= self.settings.embed_batch_size:
-                self._finish(group)
-                group = []
-        self._finish(group)
+        if plan.work:
+            self._save()  # the snapshot the per-file log lines (Manifest.append) build on
+        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="embed") as pool:
+            _Pipeline(self, pool).run(plan)
         self._delete([d for d in plan.deleted if d not in plan.renamed.values()])
         self._save()
         self.sweep()
@@ -229,13 +231,19 @@ class Syncer:
 
     # -- per file -----------------------------------------------------------------------------------
 
-    def _prepare(self, state: FileState, plan: Plan) -> _Job | None:
+    def _load(self, state: FileState) -> LoadedDocument | LoadError:
+        """The file's text, or why it cannot be read (returned, so a loader thread can hand it over)."""
         try:
-            doc = load(state.path, self.root, self.limits)
+            return load(state.path, self.root, self.limits)
         except LoadError as exc:
+            return exc
+
+    def _prepare(self, state: FileState, plan: Plan, loaded: LoadedDocument | LoadError | None = None) -> _Job | None:
+        doc = self._load(state) if loaded is None else loaded
+        if isinstance(doc, LoadError):
             # Nothing of this file's previous version is touched: what was stored stays stored.
-            log.warning("%s", exc)
-            self.summary.failures.append((state.source, str(exc)))
+            log.warning("%s", doc)
+            self.summary.failures.append((state.source, str(doc)))
             return None
         chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
         replaces = [src for src in (state.source, plan.renamed.get(state.source)) if src in self.manifest.files]
@@ -264,23 +272,17 @@ class Syncer:
 
     # -- embedding and writing ----------------------------------------------------------------------
 
-    def _finish(self, group: list[_Job]) -> None:
-        """Embed what the group lacks, writing as each batch arrives, then commit file by file."""
-        todo = [(job, c) for job in group for c in job.chunks if c.id not in job.vectors]
-        size = self.settings.embed_batch_size
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            self._embed_batch(batch)
-            self._write(batch)
-        for job in group:
-            self._write([(job, c) for c in job.chunks])  # reused vectors under new ids (renames, moves)
-            self._commit(job)
-
     def _embed_batch(self, batch: list[tuple[_Job, Chunk]]) -> None:
+        """Embed one batch here and now (the pipeline sends its batches from worker threads instead)."""
         try:
-            vectors = self._embed([c.text for _, c in batch])
+            vectors: list[list[float]] | None = self._embed([c.text for _, c in batch])
         except InputTooLong:
-            # Find the inputs the model refuses one by one, and split only those.
+            vectors = None
+        self._take(batch, vectors)
+
+    def _take(self, batch: list[tuple[_Job, Chunk]], vectors: list[list[float]] | None) -> None:
+        """Take a batch's vectors; `None`: the model refused an input, so find it and split only that one."""
+        if vectors is None:
             for job, chunk in batch:
                 self._embed_one(job, chunk, 0)
             return
@@ -317,23 +319,29 @@ class Syncer:
             job.stored.add(chunk.id)
         self.summary.chunks_written += len(items)
 
-    def _commit(self, job: _Job) -> None:
-        """The file's new chunks are in Chroma: add their tokens, record the file, then drop what it replaced."""
-        keep = {c.id for c in job.chunks}
-        old = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids]
+    def _commit(self, jobs: list[_Job]) -> None:
+        """These files' new chunks are in Chroma: add their tokens, record the files (one log line), then
+        drop what they replaced. Files finished by the same batch commit together: one fsync each step."""
+        if not jobs:
+            return
+        for job in jobs:
+            self._write([(job, c) for c in job.chunks])  # reused vectors under new ids (renames, moves)
+        keep = {c.id for job in jobs for c in job.chunks}
+        replaced = [src for job in jobs for src in job.replaces]
+        old = [i for src in replaced for i in self.manifest.files[src].chunk_ids]
         stale = [i for i in old if i not in keep]
-        self.journal.add(job.state.source, [*keep, *stale])
+        for job in jobs:  # mostly journaled already by _write: then this costs no write
+            gone = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids if i not in keep]
+            self.journal.add(job.state.source, [*(c.id for c in job.chunks), *gone])
         if self.keywords:
-            self.keywords.put(job.chunks, old)
-        for src in job.replaces:
-            del self.manifest.files[src]
-        st = job.state
-        pages = max((p.number or 0 for p in job.doc.pages), default=0) or None
-        self.manifest.files[st.source] = FileEntry(
-            st.source, st.size, st.mtime_ns, st.sha256, [c.id for c in job.chunks], pages
-        )
-        setattr(self.summary, job.kind, getattr(self.summary, job.kind) + 1)
-        self._save()
+            self.keywords.put([c for job in jobs for c in job.chunks], old)
+        entries = []
+        for job in jobs:
+            st = job.state
+            pages = max((p.number or 0 for p in job.doc.pages), default=0) or None
+            entries.append(FileEntry(st.source, st.size, st.mtime_ns, st.sha256, [c.id for c in job.chunks], pages))
+            setattr(self.summary, job.kind, getattr(self.summary, job.kind) + 1)
+        self.manifest.append(self.settings.manifest_path, entries, replaced)
         self._drop(stale)
 
     def _delete(self, sources: list[str]) -> None:
@@ -359,10 +367,85 @@ class Syncer:
             entry.size, entry.mtime_ns = st.size, st.mtime_ns
 
     def _save(self) -> None:
+        """A full snapshot of the manifest (it also compacts the log): at the start and the end of a run."""
         self.manifest.embed_model = self.embedder.model
         if self.dim is not None:  # nothing embedded this run: the dimension on record still holds
             self.manifest.embed_dim = self.dim
         self.manifest.save(self.settings.manifest_path)
+
+
+class _Pipeline:
+    """One run's flow: files are loaded and chunked here while earlier batches embed on worker threads.
+
+    Chunks to embed queue up across files, so every call but the last carries a full batch; each chunk
+    is sent once. Finished batches are written as they return, and files are committed in plan order
+    as soon as all their chunks have vectors.
+    """
+
+    def __init__(self, syncer: Syncer, pool: ThreadPoolExecutor) -> None:
+        self.syncer, self.pool = syncer, pool
+        self.size = syncer.settings.embed_batch_size
+        self.pending: deque[tuple[_Job, Chunk]] = deque()  # chunks waiting for a batch
+        self.in_flight: deque[tuple[Future[list[list[float]]], list[tuple[_Job, Chunk]]]] = deque()
+        self.waiting: deque[_Job] = deque()  # prepared files not committed yet, in plan order
+
+    def run(self, plan: Plan) -> None:
+        with ThreadPoolExecutor(LOADERS, thread_name_prefix="load") as loaders:
+            for state, loaded in self._loaded(plan.work, loaders):
+                self._add(state, plan, loaded.result())
+        while self.pending or self.in_flight:
+            self._submit()
+        self._commit_ready()
+
+    def _loaded(self, work: list[FileState], loaders: ThreadPoolExecutor) -> Iterator[tuple[FileState, Future[Any]]]:
+        """Files in plan order, each loading LOAD_AHEAD files ahead of its turn (a PDF is a child process)."""
+        ahead: deque[tuple[FileState, Future[Any]]] = deque()
+        for state in work:
+            ahead.append((state, loaders.submit(self.syncer._load, state)))
+            if len(ahead) > LOAD_AHEAD:
+                yield ahead.popleft()
+        yield from ahead
+
+    def _add(self, state: FileState, plan: Plan, loaded: LoadedDocument | LoadError) -> None:
+        """Chunk one loaded file, queue what it lacks for embedding, and send every batch that is full."""
+        job = self.syncer._prepare(state, plan, loaded)
+        self.syncer.progress(1)
+        if job is None:
+            return
+        self.waiting.append(job)
+        self.pending.extend((job, c) for c in job.chunks if c.id not in job.vectors)
+        self._reap(block=False)
+        while len(self.pending) >= self.size:
+            self._submit()
+
+    def _submit(self) -> None:
+        """Send one batch (full unless it is the last), after making room among the calls in flight."""
+        while len(self.in_flight) >= IN_FLIGHT or (self.in_flight and not self.pending):
+            self._reap(block=True)
+        if not self.pending:
+            return
+        batch = [self.pending.popleft() for _ in range(min(self.size, len(self.pending)))]
+        self.syncer.summary.embed_calls += 1
+        self.in_flight.append((self.pool.submit(self.syncer.embedder.embed, [c.text for _, c in batch]), batch))
+
+    def _reap(self, block: bool) -> None:
+        """Take finished batches, oldest first (one at least when `block`), write them, commit what is done."""
+        while self.in_flight and (block or self.in_flight[0][0].done()):
+            future, batch = self.in_flight.popleft()
+            try:
+                vectors: list[list[float]] | None = future.result()
+            except InputTooLong:
+                vectors = None
+            self.syncer._take(batch, vectors)
+            self.syncer._write(batch)
+            block = False
+        self._commit_ready()
+
+    def _commit_ready(self) -> None:
+        done: list[_Job] = []
+        while self.waiting and all(c.id in self.waiting[0].vectors for c in self.waiting[0].chunks):
+            done.append(self.waiting.popleft())
+        self.syncer._commit(done)
 
 
 def _page_text(doc: LoadedDocument, page: int | None) -> str:

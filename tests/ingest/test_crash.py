@@ -213,13 +213,14 @@ def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_en
     proc = ingest_process(tmp_path, slow_engine, root, RAG_EMBED_BATCH_SIZE="1")
     manifest = tmp_path / "storage" / "manifest-documents.json"
     deadline = time.monotonic() + 120
-    while len(json.loads(manifest.read_text()).get("files", {}) if manifest.exists() else {}) < 2:
+    # Files are committed as lines of the manifest's log; Manifest.load reads the snapshot and the log.
+    while len(Manifest.load(manifest).files if manifest.exists() else {}) < 2:
         assert proc.poll() is None, "the ingest ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = len(json.loads(manifest.read_text())["files"])
+    finished = len(Manifest.load(manifest).files)
     assert finished < 8
     again = rag(tmp_path, fast_engine, "ingest", str(root))
     assert again.returncode == 0, again.stderr
@@ -312,8 +313,8 @@ def test_kill_9_at_random_moments_leaves_what_a_clean_ingest_makes(tmp_path, slo
     root = tmp_path / "docs"
     corpus = Corpus(root, rng)
     storage = tmp_path / "storage"
-    watched = [storage / "manifest-documents.json", storage / "journal-documents.log",
-               storage / "keyword-documents" / "CURRENT.json"]
+    watched = [storage / "manifest-documents.json", storage / "manifest-documents.log",
+               storage / "journal-documents.log", storage / "keyword-documents" / "CURRENT.json"]
     kills, rounds, mid_run = 0, 0, 0
     started = time.monotonic()
     while kills < 20:

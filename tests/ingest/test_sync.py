@@ -260,3 +260,42 @@ def test_missing_and_empty_folders_are_clear_errors(tmp_path, fast_engine):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadRequest, match="no supported files"):
         ingest_folder(tmp_path / "empty", settings)
+
+
+def test_batches_stay_full_across_files_and_nothing_is_sent_twice(tmp_path, fast_engine):
+    """Chunks queue across file boundaries: every embed call but the last carries a full batch."""
+    root = tmp_path / "docs"
+    for i in range(13):  # a few chunks per file, so file ends rarely meet batch ends
+        write(root / f"f{i:02d}.md", f"# Unit {i}\n\n" + ENGLISH * (1 + i % 3))
+    settings = make_settings(tmp_path, fast_engine, chunk_size=64, chunk_overlap=8, embed_batch_size=8)
+    before = engine_requests(fast_engine)
+    summary = ingest_folder(root, settings).summary
+    assert summary is not None
+    calls = engine_requests(fast_engine) - before
+    chunks = sum(len(e.chunk_ids) for e in Manifest.load(settings.manifest_path).files.values())
+    assert chunks == summary.chunks_written > 8 * 3
+    assert summary.embed_calls == -(-chunks // 8)  # ceil: full batches, then one partial at most
+    assert calls == summary.embed_calls + 1  # and the one dimension probe of a first ingest
+    assert summary.added == 13
+
+
+def test_the_manifest_log_is_replayed_and_compacted(tmp_path, docs, fast_engine):
+    """Files are committed as lines of an append-only log; the snapshot absorbs them at the end of a run."""
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    log = settings.manifest_path.with_suffix(".log")
+    assert not log.exists()  # compacted into the snapshot
+    manifest = Manifest.load(settings.manifest_path)
+    entry, html = manifest.files.pop("a.md"), manifest.files["c.html"]
+    manifest.save(settings.manifest_path)
+    manifest.append(settings.manifest_path, [entry], ["c.html"])
+    with log.open("ab") as fh:
+        fh.write(b'{"log": "torn by a kill')  # a line cut short: ignored
+    again = Manifest.load(settings.manifest_path)
+    assert set(again.files) == {"a.md", "sub/b.txt"}
+    # A new snapshot makes older lines void: a kill between writing it and removing the log replays nothing.
+    stale = log.read_bytes()
+    again.files["c.html"] = html
+    again.save(settings.manifest_path)
+    log.write_bytes(stale)  # its line deletes c.html, but was written under the previous snapshot
+    assert set(Manifest.load(settings.manifest_path).files) == {"a.md", "sub/b.txt", "c.html"}
