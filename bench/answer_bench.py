@@ -10,7 +10,7 @@ documents do not cover), /ask (in-process, through the app) in each mode at top_
 - declined: not-covered questions declined; falsely declined: answerable ones declined;
 - /ask p50/p95 and mean answer length.
 "before": the same prompts sent the way the pipeline did before the sentence gate (RAG_NUM_PREDICT tokens, no
-repetition or header stop, nothing checked), on the first 12 answerable questions, for length and time.
+repetition or header stop, nothing checked), on the first 8 answerable questions, for length and time.
 Writes bench/results/answers.md and every answer to bench/results/answers.jsonl, to be read by hand.
 """
 
@@ -39,7 +39,7 @@ from rag.serve.app import create_app  # noqa: E402
 
 MODES = ("extract", "auto", "generate")
 TOP_K = 5
-BEFORE = 12
+BEFORE = 8
 
 
 def has_facts(answer: str, facts: list[str]) -> bool:

@@ -25,6 +25,7 @@ SUPPORTED = 0.6  # a claim scoring this or more is supported (chosen on data/eva
 WINDOW = 3  # a claim may draw on up to this many adjacent sentences of one source
 
 _CITE = re.compile(r"\s*\[(\d+)\]")
+_LIST_MARK = re.compile(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+")  # "1. Installation": the 1 is not a number stated
 _NUMBER = re.compile(r"\d+(?:[.:,]\d+)*")
 _IDENT = re.compile(
     r"`([^`\n]{2,60})`"  # `quoted`
@@ -73,8 +74,9 @@ class SupportChecker:
 
     def claim(self, text: str, sources: Sequence[Source]) -> Claim:
         cited = [int(n) for n in _CITE.findall(text)]
-        bare = _CITE.sub("", text).strip()
-        mine = self.signals(bare)
+        bare = _LIST_MARK.sub("", _CITE.sub("", text).strip())
+        # A lead-in ("The main endpoints are:") states nothing yet: it cannot be supported on its own.
+        mine = self.signals("" if bare.endswith((":", "：")) else bare)
         best: tuple[float, Source | None, int, int] = (0.0, None, 0, 0)
         rank = (0.0, False, 0)
         for source in sources:

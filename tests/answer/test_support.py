@@ -48,3 +48,10 @@ def test_claims_are_sentences_that_state_something():
     assert claim_texts("Yes. It runs at 02:30 [1].\n\n不可以。storage/ 必须放在本地磁盘上。 [2]") == [
         "It runs at 02:30 [1].", "storage/ 必须放在本地磁盘上。"
     ]
+
+
+@pytest.mark.parametrize("said", ["1. Installation", "The main endpoints are:", "- Backups"])
+def test_a_list_heading_or_a_lead_in_is_not_supported(said):
+    source = Source(n=1, source="guide.md", page=None, chunk_id="c", score=1.0,
+                    text="1. Installation\nThe main endpoints are: /ask and /retrieve. Backups run nightly.", start=0)
+    assert not SupportChecker().claim(said, [source]).supported
