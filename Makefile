@@ -52,4 +52,4 @@ serve:
 	$(VENV)/bin/rag serve
 
 clean:
-	rm -rf storage/chroma storage/manifest-*.json storage/journal-*.log storage/keyword-* storage/rag.lock
+	rm -rf storage/chroma storage/manifest-*.json storage/manifest-*.log storage/journal-*.log storage/keyword-* storage/rag.lock

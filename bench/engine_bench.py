@@ -1,6 +1,7 @@
 """Engine overhead: /api/embed and /api/chat over HTTP against the same models called in-process.
 
 Run: python bench/engine_bench.py   (starts its own engine on a free port; writes bench/results/engine.txt)
+     python bench/engine_bench.py --embedder   (only the all-minilm runtimes: bench/results/embedder.txt)
 
 Each pair of measurements is interleaved (in-process, HTTP, in-process, HTTP, ...) and the best of each is
 kept. Besides wall-clock throughput it reports CPU time per item (this process plus the engine process):
@@ -16,9 +17,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import ollama  # noqa: E402
@@ -136,6 +139,88 @@ def bench_embed(client: ollama.Client, meter: Meter, corpus: list[str]) -> list[
     ]
 
 
+def mixed_texts(n: int) -> list[str]:
+    """n pieces of 40-400 characters, half Chinese (DRCD), half English (SQuAD), as chunks of real documents."""
+    import public_sets
+
+    rng, out = random.Random(16), []
+    for name in ("drcd", "squad"):
+        for p in rng.sample(public_sets.load(name)["passages"], n // 2):
+            start = rng.randint(0, max(0, len(p["text"]) - 300))
+            out.append(p["text"][start : start + rng.randint(40, 400)])
+    return out
+
+
+def bench_embedder(url: str) -> list[str]:
+    """Before/after for the engine's all-minilm: torch fp32 (sentence-transformers) vs ONNX Runtime int8,
+    in-process on THREADS threads, interleaved; vectors compared text by text; then over HTTP."""
+    import numpy as np
+
+    from rag.engine.real import OnnxEmbedder, SentenceEmbedder, onnx_model_path
+
+    path, corpus = artifact_path(ALL_MINILM), mixed_texts(N_TEXTS)
+    assert path is not None
+    runtimes = {"torch fp32": SentenceEmbedder(path, THREADS, 256), "onnx int8": OnnxEmbedder(path, onnx_model_path(),
+                                                                                          THREADS, 256)}
+    tokens = sum(runtimes["torch fp32"].count_tokens(corpus))
+    best: dict[str, float] = {}
+    vectors: dict[str, Any] = {}
+    for _ in range(REPEATS):
+        for name, model in runtimes.items():
+            started = time.perf_counter()
+            out = [model.embed(corpus[i : i + BATCH], truncate=True).vectors for i in range(0, len(corpus), BATCH)]
+            best[name] = min(best.get(name, 1e9), time.perf_counter() - started)
+            vectors[name] = np.vstack(out)
+    cos = (vectors["torch fp32"] * vectors["onnx int8"]).sum(axis=1)
+    client = ollama.Client(host=url, timeout=600)
+    client.embed(model="all-minilm", input=corpus[:BATCH])
+    http = 1e9
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for i in range(0, len(corpus), BATCH):
+            client.embed(model="all-minilm", input=corpus[i : i + BATCH])
+        http = min(http, time.perf_counter() - started)
+    lines = [f"all-minilm runtimes: {len(corpus)} mixed Chinese/English texts (DRCD, SQuAD; 40-400 chars), "
+             f"{tokens} model tokens, {BATCH} per call, {THREADS} threads, best of {REPEATS} interleaved runs"]
+    lines += [f"  {name:<12} {tokens / t:8.0f} model tokens/s  ({t:.1f} s)" for name, t in best.items()]
+    lines += [
+        f"  speed-up onnx int8 / torch fp32: {best['torch fp32'] / best['onnx int8']:.2f}x (target >= 2)",
+        f"  cosine onnx vs torch, per text: min {cos.min():.4f}, 1st percentile {np.percentile(cos, 1):.4f}, "
+        f"mean {cos.mean():.4f}; texts below 0.99: {int((cos < 0.99).sum())}",
+        f"  engine over HTTP (onnx, the default): {tokens / http:8.0f} model tokens/s ({http:.1f} s); "
+        f"ratio to in-process onnx {best['onnx int8'] / http:.2f}",
+        *retrieval_check(runtimes),
+    ]
+    return lines
+
+
+def retrieval_check(runtimes: dict[str, Any]) -> list[str]:
+    """Vector-only retrieval with each runtime on the public sets' answerable questions: hit@1 and hit@5
+    among the passages (truncated to the model's 256 tokens, as the engine does with truncate: true)."""
+    import numpy as np
+    import public_sets
+
+    lines = ["  vector-only retrieval, answerable questions of bench/public_sets.py (passages of their articles):"]
+    for name in ("drcd", "squad"):
+        data = public_sets.load(name)
+        questions = [q for q in data["questions"] if q["kind"] == "answerable"][:150]
+        articles = {q["passage_id"].rsplit("-", 1)[0] for q in questions}
+        passages = [p for p in data["passages"] if p["id"].rsplit("-", 1)[0] in articles]
+        ids = [p["id"] for p in passages]
+        want = np.array([ids.index(q["passage_id"]) for q in questions])
+        row = []
+        for label, model in runtimes.items():
+            def embed(texts: list[str], model: Any = model) -> Any:
+                return np.vstack([model.embed(texts[i : i + BATCH], truncate=True).vectors
+                                  for i in range(0, len(texts), BATCH)])
+            ranks = np.argsort(-(embed([q["question"] for q in questions]) @ embed([p["text"] for p in passages]).T))
+            hit1 = float((ranks[:, 0] == want).mean())
+            hit5 = float((ranks[:, :5] == want[:, None]).any(axis=1).mean())
+            row.append(f"{label} hit@1 {hit1:.3f} hit@5 {hit5:.3f}")
+        lines.append(f"    {name}: {len(questions)} questions, {len(passages)} passages: " + "; ".join(row))
+    return lines
+
+
 def bench_chat(client: ollama.Client, meter: Meter) -> list[str]:
     from llama_cpp import Llama
 
@@ -197,13 +282,18 @@ def main() -> None:
         f"load average at start: {load()}",
         "",
     ]
-    with engine_process("real") as (url, proc):
-        client, meter = ollama.Client(host=url, timeout=600), Meter(proc.pid)
-        lines += [*bench_embed(client, meter, texts(N_TEXTS)), "", *bench_chat(client, meter)]
+    only_embedder = "--embedder" in sys.argv[1:]
+    if not only_embedder:
+        # The HTTP/in-process ratio compares like with like: the engine on torch, as the in-process side.
+        with engine_process("real", RAG_ENGINE_EMBED_RUNTIME="torch") as (url, proc):
+            client, meter = ollama.Client(host=url, timeout=600), Meter(proc.pid)
+            lines += [*bench_embed(client, meter, texts(N_TEXTS)), "", *bench_chat(client, meter), ""]
+    with engine_process("real") as (url, _):
+        lines += bench_embedder(url)
     lines += ["", f"load average at end: {load()}"]
     report = "\n".join(lines) + "\n"
     print(report, end="")
-    out = ROOT / "bench" / "results" / "engine.txt"
+    out = ROOT / "bench" / "results" / ("embedder.txt" if only_embedder else "engine.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
 
