@@ -163,7 +163,11 @@ def test_embeddings_match_sentence_transformers_in_process(client):
     local = SentenceTransformer(str(artifact_path(ALL_MINILM)), device="cpu", local_files_only=True)
     expected = local.encode(texts, normalize_embeddings=True)
     served = np.array(client.embed(model=EMBED, input=texts).embeddings)
-    assert np.allclose(served, expected, atol=1e-5)
+    # The engine runs all-minilm on ONNX int8 by default: the same model within cosine 0.99, not bit for bit
+    # (tests/engine/test_onnx_embedder.py checks 1,000 texts; RAG_ENGINE_EMBED_RUNTIME=torch is exact).
+    assert served.shape == expected.shape
+    cosines = (served * expected).sum(axis=1) / np.linalg.norm(served, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosines.min() >= 0.99
 
 
 def test_truncation_at_256_tokens(client):
