@@ -242,6 +242,9 @@ class _Turn:
             log.info("generation stopped (%s) after %s characters", self.gate.stopped, len(self.gate.text))
         yield from self._conclude()
         self.claims = self.pipeline.checker.claims(self.claimed, self.given) if self.claimed else []
+        if self.source == "evidence":  # a quoted sentence is the source's text at its offsets: supported as is
+            self.claims += [Claim(text=e.text, supported=True, score=1.0, source_n=e.n, start=e.start, end=e.end,
+                                  cited=[e.n], citation_ok=True) for e in self.evidence]
         if self.gate.stopped and self.evaluated is None:
             # The stream was closed before Ollama's last chunk, which carries the counts: estimate them
             # (the estimate errs high, and the sources were fitted by it, so only an over-long question shows).
@@ -267,7 +270,7 @@ class _Turn:
             # auto: nothing the model said was supported, or what was did not give what was asked (and the
             # evidence does). The supported sentences already shown stay; the evidence follows them.
             quoted = evidence_answer(self.evidence, self.lang)
-            self.source, self.claimed = "evidence", f"{said}\n\n{quoted}" if said else quoted
+            self.source, self.claimed = "evidence", said
             notice = "" if self.answer_mode == "extract" else (NOT_ANSWERED if said else NOT_SUPPORTED)[self.lang]
             lead = ("\n\n" if said else "") + notice + ("" if not notice or self.lang == "zh" else " ")
             yield from self._say(lead + quoted)
