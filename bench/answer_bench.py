@@ -105,6 +105,9 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
+    # `python bench/answer_bench.py extract auto`: only these modes (and no "before"), written to answers-quiet.*
+    modes = tuple(a for a in sys.argv[1:] if a in MODES) or MODES
+    stem = "answers" if modes == MODES else "answers-" + "-".join(modes)
     rows = [json.loads(line) for line in (ROOT / "data/eval/answers.jsonl").read_text().splitlines()]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(_env_file=None, storage_dir=Path(tmp), top_k=TOP_K,  # type: ignore[call-arg]
@@ -113,10 +116,11 @@ def main() -> None:
         ingest_folder(ROOT / "data/docs", settings)
         with TestClient(create_app(settings)) as client:
             client.post("/ask", json={"question": "warm up", "answer_mode": "extract"})
-            results = {mode: run_mode(client, rows[::SAMPLE[mode]], mode) for mode in MODES}
-            old = before(settings, client, [r for r in rows[::SAMPLE["generate"]] if r["covered"]][:BEFORE])
+            results = {mode: run_mode(client, rows[::SAMPLE[mode]], mode) for mode in modes}
+            sample = [r for r in rows[::SAMPLE["generate"]] if r["covered"]][:BEFORE]
+            old = before(settings, client, sample) if "generate" in modes else []
     figures = {mode: summary(records) for mode, records in results.items()}
-    with (ROOT / "bench/results/answers.jsonl").open("w") as f:
+    with (ROOT / f"bench/results/{stem}.jsonl").open("w") as f:
         for records in results.values():
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -124,10 +128,10 @@ def main() -> None:
     ids = {r["id"] for r in old}
     lines = [
         "# Answer modes on data/eval/answers.jsonl (bundled models)", "",
-        f"`python bench/answer_bench.py`; {answerable} answerable and {len(rows) - answerable} not covered questions, "
-        f"top_k {TOP_K}, SmolLM2-135M and all-MiniLM-L6-v2 through the local engine, {os.cpu_count()} cores, load "
-        f"average {os.getloadavg()[0]:.1f} at the end (other work shared the machine). Every answer is in "
-        "bench/results/answers.jsonl.", "",
+        f"`python bench/answer_bench.py {' '.join(modes) if modes != MODES else ''}`; {answerable} answerable and "
+        f"{len(rows) - answerable} not covered questions, top_k {TOP_K}, SmolLM2-135M and all-MiniLM-L6-v2 through "
+        f"the local engine, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end. Every answer "
+        f"is in bench/results/{stem}.jsonl.", "",
         "| mode | key-fact rate | supported sentences | declined (not covered) | falsely declined | answered from "
         "evidence | /ask p50 ms | p95 ms | mean answer chars |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -137,8 +141,8 @@ def main() -> None:
         lines.append(f"| {label} | {f['key_fact_rate']:.2f} | {f['supported_sentences']:.2f} | {f['declined']:.2f} | "
                      f"{f['falsely_declined']:.2f} | {f['from_evidence']:.2f} | {f['p50']:.0f} | {f['p95']:.0f} | "
                      f"{f['chars']:.0f} |")
-    gen = [r for r in results["generate"] if r["id"] in ids]
-    lines += [
+    gen = [r for r in results.get("generate", []) if r["id"] in ids]
+    lines += [] if not old else [
         "", f"Generation hygiene, on {len(old)} answerable questions (generate mode vs the old path):", "",
         "| | key facts | mean ms | p95 ms | mean chars |", "|---|---|---|---|---|",
         f"| before (256 tokens, no gate) | {sum(has_facts(r['answer'], r['facts']) for r in old)}/{len(old)} | "
@@ -151,7 +155,7 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    (ROOT / "bench/results/answers.md").write_text(text)
+    (ROOT / f"bench/results/{stem}.md").write_text(text)
 
 
 if __name__ == "__main__":
