@@ -4,9 +4,9 @@ the Sources block put in the answer where their clients show it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from rag.answer.conversation import split
-from rag.answer.models import Message, Source
+from rag.answer.models import Source
 from rag.answer.prompts import language_of
 from rag.config import Settings
 from rag.errors import UnknownModel
@@ -27,9 +27,13 @@ def require_model(settings: Settings, model: str) -> None:
         )
 
 
-def turns(messages: Sequence[Message]) -> tuple[str, list[Message]]:
-    """(question, history): the last message is the user's question; the turns before it are the history."""
-    return split(messages)
+def extra_fields(sources: Sequence[Source], standalone: str | None) -> dict[str, Any]:
+    """Fields neither OpenAI nor Ollama has, for clients that read them: the full sources, and what a follow-up
+    searched for."""
+    extra: dict[str, Any] = {"sources": [s.public() for s in sources]}
+    if standalone is not None:
+        extra["standalone_question"] = standalone
+    return extra
 
 
 def sources_block(sources: Sequence[Source], question: str, settings: Settings) -> str:

@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from rag.answer.models import Answer, Message, Source
+from rag.answer.conversation import split
+from rag.answer.models import Message, Source
 from rag.config import Settings
 from rag.errors import NotFound, RagError
-from rag.serve.chat import model_names, require_model, sources_block, turns
+from rag.serve.chat import extra_fields, model_names, require_model, sources_block
 from rag.serve.disconnect import CancellingStream, while_connected
 from rag.serve.routes import Pipeline
 from rag.serve.schemas import MAX_MESSAGES
@@ -93,7 +94,7 @@ def show(body: ShowRequest, pipeline: Pipeline) -> dict[str, Any]:
 async def chat(body: ChatRequest, request: Request, pipeline: Pipeline) -> Any:
     """Retrieval + generation from the conversation; NDJSON when streamed, Ollama's default."""
     require_model(pipeline.settings, body.model)
-    question, history = turns(body.messages)
+    question, history = split(body.messages)
     if body.stream:
         events = pipeline.aask_stream(question, None, None, history)
         first = await while_connected(request, anext(events))  # errors before any output keep their status
@@ -101,7 +102,8 @@ async def chat(body: ChatRequest, request: Request, pipeline: Pipeline) -> Any:
         return CancellingStream(stream, media_type="application/x-ndjson")
     answer = await while_connected(request, pipeline.aask(question, None, None, history))
     content = answer.answer + sources_block(answer.sources, question, pipeline.settings)
-    return {**_message(body.model, content), **_final(answer.model_dump()), **_extras(answer)}
+    extra = extra_fields(answer.sources, answer.standalone_question)
+    return {**_message(body.model, content), **_final(answer.model_dump()), **extra}
 
 
 def _now() -> str:
@@ -123,14 +125,6 @@ def _final(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _extras(answer: Answer) -> dict[str, Any]:
-    """Not Ollama's fields, for clients that read them: the full sources, what a follow-up searched for."""
-    extra: dict[str, Any] = {"sources": [s.public() for s in answer.sources]}
-    if answer.standalone_question is not None:
-        extra["standalone_question"] = answer.standalone_question
-    return extra
-
-
 def _line(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, ensure_ascii=False) + "\n").encode()
 
@@ -147,9 +141,7 @@ async def _ndjson(
             elif event["type"] == "done":
                 if block := sources_block(sources, question, settings):
                     yield _line(_message(model, block, done=False))
-                extra = {"sources": [s.public() for s in sources]}
-                if "standalone_question" in first:
-                    extra["standalone_question"] = first["standalone_question"]
+                extra = extra_fields(sources, first.get("standalone_question"))
                 yield _line({**_message(model, ""), **_final(event), **extra})
     except RagError as exc:
         yield _line({"error": exc.message})  # as Ollama ends a stream that failed; its clients raise it

@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.answer.conversation import split
 from rag.answer.models import Answer, Message, Source
 from rag.config import Settings
 from rag.errors import RagError
-from rag.serve.chat import require_model, sources_block, turns
+from rag.serve.chat import extra_fields, require_model, sources_block
 from rag.serve.disconnect import CancellingStream, while_connected
 from rag.serve.routes import Pipeline
 from rag.serve.schemas import MAX_MESSAGES
@@ -48,7 +49,7 @@ def models(pipeline: Pipeline) -> dict[str, Any]:
 async def chat_completions(body: ChatCompletionRequest, request: Request, pipeline: Pipeline) -> Any:
     """Retrieval + generation from the conversation; `stream: true` as Server-Sent Events ending in [DONE]."""
     require_model(pipeline.settings, body.model)
-    question, history = turns(body.messages)
+    question, history = split(body.messages)
     reply = _Reply(body.model)
     if body.stream:
         events = pipeline.aask_stream(question, body.top_k, None, history)
@@ -75,7 +76,7 @@ class _Reply:
             **self.head("chat.completion"),
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
-            **_extras(answer.sources, answer.standalone_question),
+            **extra_fields(answer.sources, answer.standalone_question),
         }
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -85,14 +86,6 @@ class _Reply:
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _extras(sources: list[Source], standalone: str | None) -> dict[str, Any]:
-    """Not OpenAI's fields, for clients that read them: the full sources, and what a follow-up searched for."""
-    extra: dict[str, Any] = {"sources": [s.public() for s in sources]}
-    if standalone is not None:
-        extra["standalone_question"] = standalone
-    return extra
 
 
 def _event(data: dict[str, Any]) -> bytes:
@@ -112,7 +105,7 @@ async def _sse(
             elif event["type"] == "done":
                 if block := sources_block(sources, question, settings):
                     yield reply.chunk({"content": block})
-                yield reply.chunk({}, "stop", **_extras(sources, first.get("standalone_question")))
+                yield reply.chunk({}, "stop", **extra_fields(sources, first.get("standalone_question")))
                 if include_usage:  # as OpenAI sends it: a last chunk with no choices
                     counts = event["usage"]
                     usage = _usage(counts["prompt_tokens"], counts["completion_tokens"])
