@@ -5,18 +5,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
-import resource
-import subprocess
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from ingest.pdf_workers import PdfWorkers
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +49,6 @@ _BLOCK_TAGS = frozenset(
         *("table", "tr", "ul"),
     }
 )
-# The PDF child imports this module from the folder that holds `ingest`, installed or not.
-_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
-_PDF_CHILD = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from ingest.loaders import _pdf_child_main; _pdf_child_main(sys.argv[2], int(sys.argv[3]))"
-)
-
-
 @dataclass(frozen=True)
 class Page:
     """Extracted text of one page: `number` is the 1-based PDF page, None for other formats."""
@@ -265,14 +255,18 @@ def _classify(path: Path, rel: str, result: WalkResult, is_file: bool | None = N
         result.unsupported.append(rel)
 
 
-def load(path: Path, root: Path, limits: LoadLimits) -> LoadedDocument:
-    """Extract one file's text; for a bad file raise LoadError, never anything else."""
+def load(path: Path, root: Path, limits: LoadLimits, pdf: PdfWorkers | None = None) -> LoadedDocument:
+    """Extract one file's text; for a bad file raise LoadError, never anything else.
+
+    PDFs are read by `pdf`'s worker processes (a run shares them across files); without it, by a worker
+    started for this one file.
+    """
     source = source_of(path, root)
     try:
         if root.is_dir() and not inside(path, root):
             raise LoadError(source, "it now leads outside the folder (a link was put in its way after the folder "
                                     "was listed); not read")
-        pages = _extract(path, source, limits)
+        pages = _extract(path, source, limits, pdf)
     except LoadError:
         raise
     except FileNotFoundError:
@@ -285,7 +279,7 @@ def load(path: Path, root: Path, limits: LoadLimits) -> LoadedDocument:
     return LoadedDocument(path=path, source=source, pages=pages)
 
 
-def _extract(path: Path, source: str, limits: LoadLimits) -> list[Page]:
+def _extract(path: Path, source: str, limits: LoadLimits, pdf: PdfWorkers | None) -> list[Page]:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
@@ -298,7 +292,7 @@ def _extract(path: Path, source: str, limits: LoadLimits) -> list[Page]:
             "raise RAG_MAX_FILE_MB to include it",
         )
     if suffix == ".pdf":
-        return _load_pdf(path, source, limits)
+        return _load_pdf(path, source, limits, pdf)
     data = path.read_bytes()
     text = (
         _html_text(data, source) if suffix in _HTML_SUFFIXES else _normalise(_decode(data, source))
@@ -465,8 +459,12 @@ class _VisibleText(HTMLParser):
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _load_pdf(path: Path, source: str, limits: LoadLimits) -> list[Page]:
-    result = _run_pdf_child(path, source, limits)
+def _load_pdf(path: Path, source: str, limits: LoadLimits, pdf: PdfWorkers | None) -> list[Page]:
+    if pdf is None:
+        with PdfWorkers(limits.memory_mb, limits.timeout_s) as own:
+            result = own.extract(path)
+    else:
+        result = pdf.extract(path)
     if "error" in result:
         raise LoadError(source, _pdf_problem(result, limits))
     pages = [Page(number, _normalise(text)) for number, text in result["pages"]]
@@ -475,34 +473,6 @@ def _load_pdf(path: Path, source: str, limits: LoadLimits) -> list[Page]:
             source, "no extractable text (scanned images?); run OCR first, e.g. ocrmypdf in.pdf out.pdf"
         )
     return pages
-
-
-def _run_pdf_child(path: Path, source: str, limits: LoadLimits) -> dict[str, Any]:
-    """Extract in a child process: pypdf has had decompression bombs and endless loops, and one bad
-    PDF must cost one file, not the run. The timeout includes the child's start-up (~0.2 s)."""
-    command = [sys.executable, "-c", _PDF_CHILD, _IMPORT_ROOT, str(path), str(limits.memory_mb)]
-    try:
-        done = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=limits.timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:  # run() has already killed the child
-        raise LoadError(
-            source,
-            f"PDF text extraction took over {limits.timeout_s:g} s and was stopped; "
-            "if the file is just large, raise RAG_FILE_TIMEOUT",
-        ) from None
-    errors = done.stderr.decode("utf-8", "replace").strip()
-    if errors:
-        log.debug("pypdf on %s: %s", source, errors)
-    try:
-        return dict(json.loads(done.stdout))
-    except ValueError:
-        last = errors.splitlines()[-1] if errors else "no message"
-        raise LoadError(
-            source,
-            f"the PDF extraction process died (exit code {done.returncode}: {last}); it may have hit the "
-            f"{limits.memory_mb} MB memory limit, which RAG_FILE_MEMORY_MB raises",
-        ) from None
 
 
 def _pdf_problem(result: dict[str, Any], limits: LoadLimits) -> str:
@@ -516,58 +486,20 @@ def _pdf_problem(result: dict[str, Any], limits: LoadLimits) -> str:
             f"PDF text extraction ran out of memory (limit {limits.memory_mb} MB); "
             "if the file is just large, raise RAG_FILE_MEMORY_MB"
         )
+    if result["error"] == "timeout":
+        return (
+            f"PDF text extraction took over {limits.timeout_s:g} s and was stopped; "
+            "if the file is just large, raise RAG_FILE_TIMEOUT"
+        )
     reason = result["reason"]
+    if result["error"] == "died":
+        return (
+            f"the PDF extraction process died (exit code {result['code']}: {reason}); it may have hit the "
+            f"{limits.memory_mb} MB memory limit, which RAG_FILE_MEMORY_MB raises"
+        )
     if result["error"] == "setup":
         return (
             f"could not start PDF text extraction ({reason}); is pypdf installed, "
             f"and is the {limits.memory_mb} MB memory limit (RAG_FILE_MEMORY_MB) too low?"
         )
     return f"not a readable PDF (pypdf: {reason}); re-export or repair it (e.g. qpdf in.pdf out.pdf)"
-
-
-def _pdf_child_main(path: str, memory_mb: int) -> None:
-    """Runs in the child process: cap memory, extract, write one JSON object to stdout."""
-    out, sys.stdout = sys.stdout, sys.stderr  # a stray print must not corrupt the answer
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = memory_mb * _MB if hard == resource.RLIM_INFINITY else min(memory_mb * _MB, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    try:
-        result = _pdf_pages(path)
-    except MemoryError:
-        result = {"error": "memory"}
-    except ImportError as exc:  # pypdf missing, or its libraries could not even be mapped under the cap
-        result = {"error": "setup", "reason": f"{type(exc).__name__}: {exc}"}
-    except OSError as exc:  # ENOMEM: the cap hit where Python reads or maps a file (pypdf's own modules, say)
-        result = {"error": "memory"} if exc.errno == errno.ENOMEM else {
-            "error": "unreadable", "reason": f"{type(exc).__name__}: {exc}"}
-    except Exception as exc:  # whatever pypdf raises is the reason the user needs to see
-        result = {"error": "unreadable", "reason": f"{type(exc).__name__}: {exc}"}
-    out.write(json.dumps(result))
-
-
-def _pdf_pages(path: str) -> dict[str, Any]:
-    """Text of every page that has some, as [number, text]; a page that fails is skipped and noted."""
-    from pypdf import PdfReader  # imported here so it loads under the memory cap, in the child only
-
-    reader = PdfReader(path)
-    if reader.is_encrypted:
-        try:
-            if not reader.decrypt(""):  # many PDFs only set an owner password
-                return {"error": "encrypted"}
-        except Exception as exc:  # e.g. AES without the `cryptography` package
-            return {"error": "encrypted", "reason": f"{type(exc).__name__}: {exc}"}
-    pages, failures = [], []
-    for number, page in enumerate(reader.pages, start=1):
-        try:
-            text = page.extract_text()
-        except MemoryError:
-            raise
-        except Exception as exc:  # keep the other pages; report this one if none are left
-            failures.append(f"page {number}: {type(exc).__name__}: {exc}")
-            continue
-        if text.strip():  # lone surrogates (broken font maps) become "?": hashing needs valid UTF-8
-            pages.append([number, text.encode("utf-8", "replace").decode("utf-8")])
-    if not pages and failures:
-        return {"error": "unreadable", "reason": failures[0]}
-    sys.stderr.write("".join(f"skipped {failure}\n" for failure in failures))
-    return {"pages": pages}

@@ -21,6 +21,7 @@ from ingest.chunking import Chunk, chunk_document, split_chunk
 from ingest.journal import Journal
 from ingest.loaders import LoadedDocument, LoadError, LoadLimits, load, source_of, walk
 from ingest.manifest import FileEntry, Manifest, sha256_file
+from ingest.pdf_workers import PdfWorkers
 from ingest.reconcile import sweep
 from rag.config import Settings
 from rag.errors import BadRequest, InputTooLong
@@ -35,8 +36,8 @@ MAX_SPLIT_DEPTH = 6
 # Embedding calls in flight at once: while the model computes one batch the next is already queued at
 # the server, so the model never waits for us to send, parse a response or write to the indexes.
 IN_FLIGHT = 2
-# Files loaded ahead of their turn, by LOADERS threads: PDF text comes from a child process per file, whose
-# start-up would otherwise stall the queue of batches.
+# Files loaded ahead of their turn, by LOADERS threads, each with a PDF extraction worker process of its
+# own (ingest.pdf_workers), so reading a PDF never stalls the queue of batches.
 LOAD_AHEAD = 4
 LOADERS = 2
 
@@ -92,6 +93,7 @@ class Summary:
     embed_calls: int = 0
     chunks_tokenized: int = 0  # texts the keyword index tokenised; reused and unchanged chunks cost none
     orphans_removed: int = 0  # chunks an interrupted run left that no file owns any more
+    pdf_workers: int = 0  # PDF extraction processes started (ingest.pdf_workers): LOADERS at most, per 200 PDFs
     seconds: float = 0.0
 
     @property
@@ -190,6 +192,7 @@ class Syncer:
         self.limits = LoadLimits(
             timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
         )
+        self.pdf = PdfWorkers(settings.file_memory_mb, settings.file_timeout, size=LOADERS)
         self.journal = Journal(settings.journal_path)
         if unowned := self.journal.ids - self.manifest.owned():
             sources = sorted({self.journal.source_of[i] for i in unowned})
@@ -206,11 +209,12 @@ class Syncer:
         self._refresh_unchanged(plan.unchanged)
         if plan.work:
             self._save()  # the snapshot the per-file log lines (Manifest.append) build on
-        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="embed") as pool:
+        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="embed") as pool, self.pdf:
             _Pipeline(self, pool).run(plan)
         self._delete([d for d in plan.deleted if d not in plan.renamed.values()])
         self._save()
         self.sweep()
+        s.pdf_workers = self.pdf.started
         if self.keywords:
             s.chunks_tokenized = self.keywords.tokenizer.calls
         s.seconds = time.monotonic() - started
@@ -234,7 +238,7 @@ class Syncer:
     def _load(self, state: FileState) -> LoadedDocument | LoadError:
         """The file's text, or why it cannot be read (returned, so a loader thread can hand it over)."""
         try:
-            return load(state.path, self.root, self.limits)
+            return load(state.path, self.root, self.limits, self.pdf)
         except LoadError as exc:
             return exc
 
