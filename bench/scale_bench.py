@@ -1,0 +1,193 @@
+"""Ingest at scale: a folder of about 100k chunks ingested once, then again with 1% of its files changed.
+
+Run: python bench/scale_bench.py [--files 5700] (writes bench/results/scale.md; the folder and the store go
+to bench/.cache/scale/, gitignored, and are rebuilt from scratch on every run)
+
+The text is public: sentences of DRCD dev (Chinese, converted to Simplified) and SQuAD 2.0 dev (English),
+from bench/public_sets.py, drawn at random (seeded) into files of about CHUNKS_PER_FILE chunks each, half
+the files in each language. Nothing of it is committed.
+
+The engine runs its **deterministic backend** (hashed words and trigrams, not a language model): this run
+measures what is ours (reading, chunking, bookkeeping, Chroma and keyword-index writes, the journal, the
+manifest) as the store grows, not the embedding model, whose cost per token bench/ingest_bench.py and
+bench/engine_bench.py measure. With the bundled all-minilm the model time would add about
+tokens / (model tokens/s) on top, which the table below states for the model tokens/s measured there.
+
+Reported: chunks/s in every tenth of the run (flat = no slowdown as the store grows), the ingest process's
+peak RSS, the storage size, the 1%-changed re-ingest, and `/retrieve` p50/p95 (hybrid, top_k 10, question
+embedding excluded: the vectors are computed before timing) at 10k chunks (the first tenth of the files,
+ingested alone first) and at the full size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import public_sets  # noqa: E402
+
+from tests.support.servers import running_engine  # noqa: E402
+
+WORK = public_sets.CACHE / "scale"
+OUT = ROOT / "bench" / "results" / "scale.md"
+CHUNKS_PER_FILE = 20
+SENTENCES_PER_FILE = {"zh": 70, "en": 60}  # about CHUNKS_PER_FILE chunks of RAG_CHUNK_SIZE (200) tokens each
+QUERIES = 300
+MODEL_CHUNKS_PER_S = {"zh": 20.0, "en": 16.8}  # all-minilm (ONNX int8) embed-only, bench/results/ingest.md
+
+
+def sentences() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for lang, name, pattern in (("zh", "drcd", r"(?<=[。！？])"), ("en", "squad", r"(?<=[.!?])\s+")):
+        texts = [p["text"] for p in public_sets.load(name)["passages"]]
+        out[lang] = [s.strip() for t in texts for s in re.split(pattern, t) if len(s.strip()) > 8]
+    return out
+
+
+def write_folder(folder: Path, files: int, pool: dict[str, list[str]], rng: random.Random) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(files):
+        lang = ("zh", "en")[i % 2]
+        body = (" " if lang == "en" else "").join(rng.choices(pool[lang], k=SENTENCES_PER_FILE[lang]))
+        paths.append(folder / f"{i // 500:03d}" / f"doc-{i:06d}.md")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_text(f"# Document {i}\n\n{body}\n", encoding="utf-8")
+    return paths
+
+
+def ingest(folder: Path, env: dict[str, str], label: str) -> dict[str, Any]:
+    """`rag ingest` in a child (as a user runs it), its progress sampled from the child's own log lines."""
+    script = ROOT / "bench" / "_scale_child.py"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{label}: ingest failed\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall"] = wall
+    return result
+
+
+def retrieve_latency(storage: Path, url: str, questions: list[str]) -> tuple[int, float, float]:
+    from rag.answer.pipeline import RagPipeline
+    from rag.config import Settings
+
+    settings = Settings(_env_file=None, ollama_host=url, storage_dir=storage)  # type: ignore[call-arg]
+    pipeline = RagPipeline.open(settings)
+    vectors = [pipeline.retriever.embedder.embed_query(q) for q in questions]
+    for q, v in zip(questions[:20], vectors[:20], strict=True):  # warm up: page the index in
+        pipeline.retrieve(q, 10, "hybrid", v)
+    times = []
+    for q, v in zip(questions, vectors, strict=True):
+        t = time.perf_counter()
+        pipeline.retrieve(q, 10, "hybrid", v)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    count = pipeline.retriever.store.count()
+    return count, statistics.median(times), times[int(0.95 * (len(times) - 1))]
+
+
+def size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=5700)  # about 17.5 chunks per file
+    args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    rng = random.Random(7)
+    pool = sentences()
+    folder, storage = WORK / "docs", WORK / "storage"
+    paths = write_folder(folder, args.files, pool, rng)
+    tenth = WORK / "docs-tenth"
+    for path in paths[: len(paths) // 10]:  # the first tenth of the files: about 10k chunks
+        (tenth / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, tenth / path.relative_to(folder))
+    questions = [s[:120] for s in rng.sample(pool["zh"], QUERIES // 2) + rng.sample(pool["en"], QUERIES // 2)]
+    say("# Scale benchmark: bench/scale_bench.py")
+    say()
+    say(f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; engine: **deterministic backend** (not a model: this measures our "
+        f"pipeline, not embedding time); load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    say(f"folder: {args.files} Markdown files (half DRCD-sentence Chinese, half SQuAD-sentence English), "
+        f"{size_mb(folder):.0f} MB")
+    say()
+    with running_engine("deterministic") as url:
+        env = {**os.environ, "OLLAMA_HOST": url, "RAG_STORAGE_DIR": str(WORK / "storage-tenth"),
+               "PYTHONPATH": str(ROOT)}
+        small = ingest(tenth, env, "the first tenth")
+        at_10k = retrieve_latency(WORK / "storage-tenth", url, questions)
+        env["RAG_STORAGE_DIR"] = str(storage)
+        full = ingest(folder, env, "the whole folder")
+        at_full = retrieve_latency(storage, url, questions)
+        changed = rng.sample(paths, len(paths) // 100)
+        for path in changed:
+            path.write_text(path.read_text(encoding="utf-8") + f"\n\nEdited {rng.random()}.\n", encoding="utf-8")
+        again = ingest(folder, env, "1% changed")
+        noop = ingest(folder, env, "nothing changed")
+    say("| run | files | chunks embedded | wall s | chunks/s | peak RSS MB |")
+    say("|---|---|---|---|---|---|")
+    for label, r in (("first tenth (fresh store)", small), ("whole folder (fresh store)", full),
+                     ("1% of files changed", again), ("nothing changed", noop)):
+        say(f"| {label} | {r['files']} | {r['embedded']} | {r['wall']:.1f} | "
+            f"{r['embedded'] / r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
+    say()
+    say(f"storage after the whole folder: {size_mb(storage):.0f} MB for {full['chunks']} chunks "
+        f"({size_mb(storage) * 1024 / max(full['chunks'], 1):.1f} KB per chunk)")
+    say()
+    say("throughput over the whole-folder run, by tenth of its files (chunks/s in that stretch):")
+    say("")
+    say("| tenth | " + " | ".join(str(i + 1) for i in range(len(full["tenths"]))) + " |")
+    say("|---|" + "---|" * len(full["tenths"]))
+    say("| chunks/s | " + " | ".join(f"{x:.0f}" for x in full["tenths"]) + " |")
+    first, last = full["tenths"][0], full["tenths"][-1]
+    say()
+    say(f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)")
+    model_s = sum(full["embedded"] / 2 / rate for rate in MODEL_CHUNKS_PER_S.values())
+    say(f"for scale: the bundled all-minilm embeds about {MODEL_CHUNKS_PER_S['zh']:.0f} (zh) and "
+        f"{MODEL_CHUNKS_PER_S['en']:.0f} (en) chunks/s on 2 cores (bench/results/ingest.md), so its "
+        f"{full['embedded']} chunks would take the model alone about {model_s / 3600:.1f} h; everything else of "
+        f"ours took {full['wall'] / 60:.1f} min here ({full['wall'] / model_s:.2f} of the model's time)")
+    say()
+    say("`/retrieve` (hybrid, top_k 10, question embedding excluded), "
+        f"{QUERIES} queries (sentences of the corpus, cut to 120 characters):")
+    say()
+    say("| chunks | p50 ms | p95 ms |")
+    say("|---|---|---|")
+    for count, p50, p95 in (at_10k, at_full):
+        say(f"| {count} | {p50:.1f} | {p95:.1f} |")
+    say()
+    say(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"written to {OUT.relative_to(ROOT)}; peak RSS of this process {peak} MB")
+
+
+if __name__ == "__main__":
+    main()
