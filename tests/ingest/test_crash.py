@@ -206,10 +206,12 @@ def test_rag_check_exit_codes_and_repair(tmp_path, docs, fast_engine):
 
 
 def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_engine, fast_engine):
+    FILES = 40  # noqa: N806  (at 2 calls in flight of EMBED_DELAY each: about 4 s)
     root = tmp_path / "docs"
-    for i in range(8):
+    for i in range(FILES):
         write(root / f"f{i}.md", f"File {i} is about valve {i}. It is inspected every Tuesday.")
-    # One file per embedding call: each file waits its own EMBED_DELAY, so the kill lands mid-run.
+    # One file per embedding call: each file waits its own EMBED_DELAY, so the kill lands mid-run (finished
+    # files are committed at least every WRITE_EVERY seconds: several times in this run).
     proc = ingest_process(tmp_path, slow_engine, root, RAG_EMBED_BATCH_SIZE="1")
     manifest = tmp_path / "storage" / "manifest-documents.json"
     deadline = time.monotonic() + 120
@@ -221,10 +223,10 @@ def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_en
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = len(Manifest.load(manifest).files)
-    assert finished < 8
+    assert finished < FILES
     again = rag(tmp_path, fast_engine, "ingest", str(root))
     assert again.returncode == 0, again.stderr
-    assert f"{8 - finished} added, 0 updated, 0 renamed, {finished} unchanged" in again.stdout
+    assert f"{FILES - finished} added, 0 updated, 0 renamed, {finished} unchanged" in again.stdout
     assert_consistent(state(make_settings(tmp_path, fast_engine)))
 
 
