@@ -13,7 +13,8 @@ Each passage becomes one Markdown file (`# title` + text) ingested by `ingest_fo
 `rag ingest`, into a cached storage dir (a rerun embeds nothing). Question embeddings are cached too. Each
 question's candidates from both sides are taken as `HybridRetriever.sources` takes them, and every mode is
 ranked by the code the retriever runs (`rank`), top_k 10. A question is a hit at k when a chunk of its
-labelled passage is among the first k sources. Abstention is `rag.answer.coverage`, as the pipeline calls it.
+labelled passage is among the first k sources. Abstention is `rag.answer.coverage`, as the pipeline calls it;
+its ceiling section asks how far one threshold on one retrieval signal could go at all.
 """
 
 from __future__ import annotations
@@ -261,6 +262,67 @@ def abstention(name: str, data: dict[str, Any], settings: Settings, vectors: dic
     say()
 
 
+def evidence_rows(data: dict[str, Any], settings: Settings, vectors: dict[str, list[float]]
+                  ) -> list[tuple[str, bool, float, bool, float]]:
+    """Per question: (part, unanswerable?, matched, agreed, best cosine), on the sources /ask takes."""
+    pipeline = RagPipeline.open(settings)
+    assert pipeline.keywords is not None
+    rows = []
+    for q in data["questions"]:
+        found = pipeline.retrieve(q["question"], pipeline.settings.top_k, "hybrid", vectors[q["question"]])
+        e = coverage.evidence(q["question"], found, pipeline.keywords)
+        cosine = max((x.vector_score or 0.0 for x in found), default=0.0)
+        rows.append((q["part"], q["kind"] != "answerable", e.matched, e.agreed, cosine))
+    return rows
+
+
+CEILING_RULES: dict[str, Callable[[tuple[str, bool, float, bool, float], float], bool]] = {
+    "matched < t, unless the sides agree (ours)": lambda r, t: r[2] < t and not r[3],
+    "matched < t": lambda r, t: r[2] < t,
+    "best cosine < t": lambda r, t: r[4] < t,
+}
+MAX_FALSE = 0.05
+
+
+def _rates(rows: list[tuple[str, bool, float, bool, float]], rule: Callable[..., bool], t: float
+           ) -> tuple[float, float]:
+    """(share of unanswerable declined, share of answerable declined) when declining by `rule` at `t`."""
+    out = [sum(rule(r, t) for r in rows if r[1] is unanswerable) / max(1, sum(r[1] is unanswerable for r in rows))
+           for unanswerable in (True, False)]
+    return out[0], out[1]
+
+
+def _best_threshold(rows: list[tuple[str, bool, float, bool, float]], rule: Callable[..., bool]) -> float:
+    """The t declining the most unanswerable questions of `rows` with at most MAX_FALSE answerable declined."""
+    grid = [i / 100 for i in range(101)]
+    allowed = [t for t in grid if _rates(rows, rule, t)[1] <= MAX_FALSE]
+    return max(allowed, key=lambda t: (_rates(rows, rule, t)[0], -_rates(rows, rule, t)[1]), default=0.0)
+
+
+def abstention_ceiling(rows: dict[str, list[tuple[str, bool, float, bool, float]]]) -> None:
+    """How far one threshold on this evidence can go: t chosen on the tune parts (both sets), reported on
+    the report parts; and t chosen on each report part itself, an upper bound that no tuning can beat."""
+    say("== abstention ceiling of retrieval evidence (/ask's sources, hybrid, top_k 4): declined / falsely declined")
+    say(f"   one threshold t on a 0.01 grid; 'tuned': t declining the most unanswerable questions of both tune "
+        f"parts with <= {MAX_FALSE} answerable declined; 'best on report': the same choice made on each report "
+        "part itself (an upper bound)")
+    sets = [name for name in rows if name != "own"]
+    tune = [r for name in sets for r in rows[name] if r[0] == "tune"]
+    header = "".join(f"{name + ' tuned':>22}{name + ' best on report':>30}" for name in sets)
+    say(f"{'rule':46}{'t':>6}{header}")
+    for label, rule in CEILING_RULES.items():
+        t = _best_threshold(tune, rule)
+        cells = ""
+        for name in sets:
+            report = [r for r in rows[name] if r[0] == "report"]
+            d, f = _rates(report, rule, t)
+            best = _best_threshold(report, rule)
+            bd, bf = _rates(report, rule, best)
+            cells += f"{f'{d:.3f} / {f:.3f}':>22}{f'{bd:.3f} / {bf:.3f} (t={best:.2f})':>30}"
+        say(f"{label:46}{t:>6.2f}{cells}")
+    say()
+
+
 # -- latency ---------------------------------------------------------------------------------------------
 
 
@@ -387,6 +449,7 @@ def main() -> None:
         f"embeddings: all-minilm on the bundled engine; load average at start {os.getloadavg()[0]:.1f}")
     say()
     timing = []
+    evidence: dict[str, list[tuple[str, bool, float, bool, float]]] = {}
     with running_engine("real") as url:
         built = {}
         for name in SETS:
@@ -404,8 +467,10 @@ def main() -> None:
             if name == "own":
                 tokenizer_variants(ChromaStore.open(settings), data["questions"])
             abstention(name, data, settings, vectors)
+            evidence[name] = evidence_rows(data, settings, vectors)
             answerable = [q for q in data["questions"] if q["kind"] == "answerable"]
             timing.append(latency(name, RagPipeline.open(settings), answerable, vectors))
+        abstention_ceiling(evidence)
         data_docs(url)
         public = [s for name, (_, s, _) in built.items() if name != "own"]
         padded = padded_store(public, 10_000, url)
