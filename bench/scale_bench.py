@@ -51,7 +51,19 @@ OUT = ROOT / "bench" / "results" / "scale.md"
 CHUNKS_PER_FILE = 20
 SENTENCES_PER_FILE = {"zh": 70, "en": 60}  # about CHUNKS_PER_FILE chunks of RAG_CHUNK_SIZE (200) tokens each
 QUERIES = 300
-MODEL_CHUNKS_PER_S = {"zh": 20.0, "en": 16.8}  # all-minilm (ONNX int8) embed-only, bench/results/ingest.md
+INGEST_RESULTS = ROOT / "bench" / "results" / "ingest.md"
+
+
+def model_chunks_per_s() -> dict[str, float]:
+    """all-minilm's embed-only chunks/s per language, as bench/ingest_bench.py last measured it (its table's
+    `embed-only` row under `### zh` and `### en`)."""
+    rates, lang = {}, ""
+    for line in INGEST_RESULTS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("### "):
+            lang = line[4:].split(":")[0]
+        elif line.startswith("| embed-only") and lang in ("zh", "en"):
+            rates[lang] = float(line.split("|")[5])
+    return rates
 
 
 def sentences() -> dict[str, list[str]]:
@@ -169,9 +181,10 @@ def main() -> None:
     first, last = full["tenths"][0], full["tenths"][-1]
     say()
     say(f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)")
-    model_s = sum(full["embedded"] / 2 / rate for rate in MODEL_CHUNKS_PER_S.values())
-    say(f"for scale: the bundled all-minilm embeds about {MODEL_CHUNKS_PER_S['zh']:.0f} (zh) and "
-        f"{MODEL_CHUNKS_PER_S['en']:.0f} (en) chunks/s on 2 cores (bench/results/ingest.md), so its "
+    rates = model_chunks_per_s()
+    model_s = sum(full["embedded"] / 2 / rate for rate in rates.values())
+    say(f"for scale: the bundled all-minilm embeds about {rates['zh']:.0f} (zh) and "
+        f"{rates['en']:.0f} (en) chunks/s on 2 cores (bench/results/ingest.md), so its "
         f"{full['embedded']} chunks would take the model alone about {model_s / 3600:.1f} h; everything else of "
         f"ours took {full['wall'] / 60:.1f} min here ({full['wall'] / model_s:.2f} of the model's time)")
     say()

@@ -131,7 +131,11 @@ class _Worker:
         except (BrokenPipeError, EOFError):
             self.stop()
             return {"error": "died", "code": self.proc.returncode, "reason": self._last_error()}
-        result = dict(json.loads(line))
+        try:
+            result = dict(json.loads(line))
+        except ValueError:  # not our answer: whatever wrote it, this worker is not to be trusted again
+            self.stop()
+            return {"error": "died", "code": self.proc.returncode, "reason": f"unreadable answer {line[:80]!r}"}
         for note in result.pop("skipped", []):
             log.debug("pypdf on %s: skipped %s", path, note)
         if result.get("error") == "memory":

@@ -414,7 +414,7 @@ class _Pipeline:
         self._flush()
 
     def _loaded(self, work: list[FileState], loaders: ThreadPoolExecutor) -> Iterator[tuple[FileState, Future[Any]]]:
-        """Files in plan order, each loading LOAD_AHEAD files ahead of its turn (a PDF is a child process)."""
+        """Files in plan order, each loading LOAD_AHEAD files ahead of its turn (a PDF in a worker process)."""
         ahead: deque[tuple[FileState, Future[Any]]] = deque()
         for state in work:
             ahead.append((state, loaders.submit(self.syncer._load, state)))
