@@ -49,6 +49,8 @@ _BLOCK_TAGS = frozenset(
         *("table", "tr", "ul"),
     }
 )
+
+
 @dataclass(frozen=True)
 class Page:
     """Extracted text of one page: `number` is the 1-based PDF page, None for other formats."""
@@ -348,7 +350,7 @@ def _wide(data: bytes, source: str) -> str | None:
 
 def _detect(data: bytes, source: str) -> str | None:
     """The text, if charset-normalizer finds it coherent in one of the encodings we detect."""
-    from charset_normalizer import from_bytes  # here, not at import: the PDF child never needs it
+    from charset_normalizer import from_bytes  # here, not at import: only text of an undeclared encoding needs it
 
     best = from_bytes(data, cp_isolation=list(_DETECTED)).best()
     return _checked(data, best.encoding, source) if best else None
