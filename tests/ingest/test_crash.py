@@ -206,9 +206,9 @@ def test_rag_check_exit_codes_and_repair(tmp_path, docs, fast_engine):
 
 
 def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_engine, fast_engine):
-    FILES = 40  # noqa: N806  (at 2 calls in flight of EMBED_DELAY each: about 4 s)
+    files = 40  # at 2 calls in flight of EMBED_DELAY each: about 4 s
     root = tmp_path / "docs"
-    for i in range(FILES):
+    for i in range(files):
         write(root / f"f{i}.md", f"File {i} is about valve {i}. It is inspected every Tuesday.")
     # One file per embedding call: each file waits its own EMBED_DELAY, so the kill lands mid-run (finished
     # files are committed at least every WRITE_EVERY seconds: several times in this run).
@@ -223,10 +223,10 @@ def test_an_interrupted_first_run_keeps_every_file_it_finished(tmp_path, slow_en
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = len(Manifest.load(manifest).files)
-    assert finished < FILES
+    assert finished < files
     again = rag(tmp_path, fast_engine, "ingest", str(root))
     assert again.returncode == 0, again.stderr
-    assert f"{FILES - finished} added, 0 updated, 0 renamed, {finished} unchanged" in again.stdout
+    assert f"{files - finished} added, 0 updated, 0 renamed, {finished} unchanged" in again.stdout
     assert_consistent(state(make_settings(tmp_path, fast_engine)))
 
 
