@@ -113,6 +113,10 @@ class _Worker:
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         self._drain = threading.Thread(target=self._read_errors, args=(self.proc.stderr,), daemon=True)
         self._drain.start()
+        assert self.proc.stdout is not None
+        self._stdout = self.proc.stdout.fileno()
+        self._poll = select.poll()  # not select(): a process with over 1,024 files open gets fds it cannot take
+        self._poll.register(self._stdout, select.POLLIN)
 
     def usable(self) -> bool:
         return not self.broken and self.served < RECYCLE_AFTER and self.proc.poll() is None
@@ -154,15 +158,12 @@ class _Worker:
         self._drain.join(timeout=5)
 
     def _read_line(self, deadline: float) -> bytes:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                data = os.read(fd, 1 << 16)
+            if self._poll.poll(max(1, int(left * 1000))):  # readable, or the worker hung up
+                data = os.read(self._stdout, 1 << 16)
                 if not data:
                     self.proc.wait()
                     self._drain.join(timeout=5)

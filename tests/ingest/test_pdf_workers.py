@@ -5,6 +5,7 @@ next file."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import threading
 import time
@@ -136,6 +137,25 @@ def test_close_stops_every_worker(pdfs: list[Path]) -> None:
     workers.close()
     assert not any(alive(pid) for pid in running)
     assert [len(pages(r)) for r in done] == [2, 2]
+
+
+def test_a_process_with_over_1024_open_files_still_reads_pdfs(pdfs: list[Path]) -> None:
+    """A long test session or server holds many files; the worker's pipe then gets a descriptor that
+    select() refuses (seen in CI: 'filedescriptor out of range in select()')."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1100
+    assert hard == resource.RLIM_INFINITY or hard >= need + 200, f"RLIMIT_NOFILE hard limit {hard} is too low"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need + 200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(need)]
+    try:
+        with PdfWorkers(memory_mb=1024, timeout_s=30) as workers:
+            assert len(pages(workers.extract(pdfs[0]))) == 2
+            assert pids(workers)
+            assert workers._all[0]._stdout >= 1024
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_load_without_workers_starts_and_stops_its_own(pdfs: list[Path], tmp_path: Path) -> None:
