@@ -11,7 +11,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -24,19 +24,22 @@ from rag.engine.generation import StopMatcher, fit_prompt, output_budget
 from rag.engine.protocol import ContextExceeded, Embedded, Emit, GenerationStats, Sampling
 
 logger = logging.getLogger(__name__)
-# Prompts are evaluated in blocks that end at fixed positions: 16, 32, 64, ... doubling up to 512, then every 512
-# (_prefill). Small blocks first, so a short shared prefix (a system prompt) can be reused; large ones after, since
-# every block costs llama.cpp a fixed few ms (it computes the logits of its last token).
+# Prompts are evaluated in blocks (_prefill) that end where messages end and at fixed positions: 16, 32, 64, ...
+# doubling up to 512, then every 512. Small blocks first and message ends, so a shared system prompt or
+# conversation is reused whatever its length; large blocks after, since every block costs llama.cpp a fixed few
+# ms (it computes the logits of its last token).
 FIRST_BLOCK, MAX_BLOCK = 16, 512
 
 
-def block_ends(n: int) -> list[int]:
-    """Where the prompt's evaluation blocks end, for a prompt body of n tokens (the last end is n)."""
-    ends, end = [], FIRST_BLOCK
+def block_ends(n: int, marks: Iterable[int] = ()) -> list[int]:
+    """Where the evaluation blocks of a prompt body of n tokens end: the fixed positions below n, the `marks`
+    (positions right after a message's end token) below n, and n itself."""
+    ends, end = {n} if n else set(), FIRST_BLOCK
     while end < n:
-        ends.append(end)
+        ends.add(end)
         end += min(end, MAX_BLOCK)
-    return [*ends, n] if n else []
+    ends.update(m for m in marks if 0 < m < n)
+    return sorted(ends)
 
 
 def _weights(spec: ModelSpec) -> Path:
@@ -50,14 +53,21 @@ class LlamaChat:
     """One llama.cpp context: a chat template from the GGUF, token-by-token generation."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+        import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.n_ctx = n_ctx
         self.reused_tokens = 0  # prompt tokens the last generation found already evaluated
+        self._prompt_ends: list[int] = []  # where the blocks that evaluated the cached prompt ended
+        self._prompt_len = 0  # tokens of that prompt; each token after it was evaluated alone
         self.llm = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         self._end_ids = {eos, bos}
+        vocab = self.llm._model.vocab
+        self._turn_ends = np.array(
+            [t for t in range(self.llm.n_vocab()) if t == eos or llama_cpp.llama_vocab_is_eog(vocab, t)], dtype=np.int64
+        )
         self.formatter = Jinja2ChatFormatter(
             template=self.llm.metadata["tokenizer.chat_template"],
             eos_token=self.llm._model.token_get_text(eos),
@@ -138,26 +148,34 @@ class LlamaChat:
         """Evaluate all of the prompt but its last token, reusing what the context already holds of it; return
         the last token, for the first step of generation to evaluate.
 
-        The prompt is always evaluated in the same blocks (block_ends), and only whole blocks are reused. Batch
-        shapes change the logits in their last bits, so reusing a prefix of any length (llama-cpp-python's way)
-        would make a seeded request's output depend on the request before it; the same blocks give the same
-        numbers as a fresh evaluation, and a shared system prompt or instructions are not evaluated again
-        (evaluating every prompt afresh cost the engine ~10% of its tokens/s against in-process llama.cpp on
-        short chats, where a prompt token costs about 2 ms on 2 cores).
+        A prompt is always evaluated in the same blocks (block_ends), and a cached prefix is reused only up to
+        a block end before which the cache was built in exactly those blocks. Batch shapes may change the
+        logits in their last bits, so reusing a prefix of any length (llama-cpp-python's way) could make a
+        seeded request's output depend on the request before it; the same blocks give the numbers of a fresh
+        evaluation, and a shared system prompt or conversation is not evaluated again (evaluating every prompt
+        afresh cost the engine ~10% of its tokens/s against in-process llama.cpp on short chats, where a prompt
+        token costs about 2 ms on 2 cores).
         """
-        body = tokens[:-1]
+        body = np.asarray(tokens[:-1], dtype=np.int64)
         n = min(self.llm.n_tokens, len(body))
-        differ = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(body[:n], dtype=self.llm.input_ids.dtype))
+        differ = np.flatnonzero(self.llm.input_ids[:n] != body[:n])
         common = int(differ[0]) if differ.size else n
-        ends = block_ends(len(body))
-        keep = max((end for end in ends if end <= common), default=0)
+        ends = block_ends(len(body), (np.flatnonzero(np.isin(body, self._turn_ends)) + 1).tolist())
+        built = {*self._prompt_ends, *range(self._prompt_len + 1, self.llm.n_tokens + 1)}
+        keep = 0
+        for end in ends:
+            if end > common or end not in built or any(keep < e < end for e in built):
+                break
+            keep = end
         self.llm.reset()
         self.llm.n_tokens = keep  # eval() drops whatever the cache holds beyond this
+        self._prompt_ends, self._prompt_len = [*(e for e in ends if e <= keep), len(tokens)], len(tokens)
         start = keep
         for end in ends:
             if end > start:
-                self.llm.eval(body[start:end])
+                self.llm.eval(body[start:end].tolist())
                 start = end
+        self._prompt_ends[-1:-1] = [e for e in ends if e > keep]
         self.reused_tokens = keep
         return tokens[-1:]
 

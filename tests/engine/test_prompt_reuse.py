@@ -4,6 +4,7 @@ the very bits a fresh evaluation gives, so a seeded request does not depend on t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,6 +15,7 @@ from rag.engine.catalog import SMOLLM2, artifact_path
 from rag.engine.real import FIRST_BLOCK, MAX_BLOCK, LlamaChat, block_ends
 
 SYSTEM = "You answer questions about the pumps of plant seven, briefly and only from the manual. " * 6
+SYSTEM_TOKENS = 64  # SYSTEM is longer than this many tokens
 
 
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40, 100, 511, 513, 1000, 2047])
@@ -25,6 +27,10 @@ def test_blocks_cover_the_prompt_and_end_at_fixed_places(n: int) -> None:
     assert all(0 < end - start <= MAX_BLOCK for start, end in zip(starts, ends, strict=True))
     assert all(end in block_ends(2048) for end in ends[:-1])  # the same places whatever the prompt's length
     assert not ends or ends[0] == min(n, FIRST_BLOCK)
+
+
+def test_message_ends_are_block_ends_too() -> None:
+    assert block_ends(40, [9, 23, 40, 55]) == [9, 16, 23, 32, 40]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,8 @@ def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: Llama
     last_logits(chat, first)
     assert chat.reused_tokens == 0
     reused = last_logits(chat, second)
-    assert chat.reused_tokens == max(end for end in block_ends(len(second) - 1) if end <= shared)
+    message_ends = [i + 1 for i, t in enumerate(second[:-1]) if t in set(chat._turn_ends.tolist())]
+    assert chat.reused_tokens == max(end for end in block_ends(len(second) - 1, message_ends) if end <= shared)
     assert chat.reused_tokens >= 64
     chat.llm.reset()
     fresh = last_logits(chat, second)
@@ -69,6 +76,42 @@ def test_the_same_prompt_again_evaluates_only_its_last_token(chat: LlamaChat) ->
     again = last_logits(chat, prompt)
     assert chat.reused_tokens == len(prompt) - 1
     assert np.array_equal(fresh, again)
+
+
+def test_a_short_system_prompt_is_reused_up_to_its_end(chat: LlamaChat) -> None:
+    def short(question: str) -> list[int]:
+        prompt = chat.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}])
+        return list(chat.llm.tokenize(prompt.encode(), special=True))
+
+    first, second = short("Which valve is blue?"), short("How hot may pump one run?")
+    system_end = first.index(int(chat._turn_ends[np.isin(chat._turn_ends, first)][0])) + 1
+    assert system_end < FIRST_BLOCK  # shorter than the first fixed block: only its end makes it reusable
+    chat.llm.reset()
+    last_logits(chat, first)
+    reused = last_logits(chat, second)
+    assert chat.reused_tokens == system_end
+    chat.llm.reset()
+    assert np.array_equal(reused, last_logits(chat, second))
+
+
+def test_a_conversation_reuses_its_earlier_turns_but_not_tokens_generated_one_by_one(chat: LlamaChat) -> None:
+    """The next turn's prompt holds the reply the model generated token by token; those positions were not
+    evaluated in the blocks the new prompt would use, so reuse stops before them, and the logits still equal
+    a fresh evaluation's."""
+    from rag.engine.protocol import Sampling
+
+    turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What oil does pump two need?"}]
+    chat.llm.reset()
+    replied: list[str] = []
+    chat.generate(chat.render(turn), Sampling(temperature=0.0, seed=3, num_predict=12), None,
+                  threading.Event(), replied.append)
+    prompt_len = len(tokens(chat, "What oil does pump two need?"))
+    follow = [*turn, {"role": "assistant", "content": "".join(replied)}, {"role": "user", "content": "And pump one?"}]
+    nxt = list(chat.llm.tokenize(chat.render(follow).encode(), special=True))
+    reused = last_logits(chat, nxt)
+    assert SYSTEM_TOKENS < chat.reused_tokens < prompt_len
+    chat.llm.reset()
+    assert np.array_equal(reused, last_logits(chat, nxt))
 
 
 @pytest.mark.slow
