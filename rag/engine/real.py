@@ -169,13 +169,12 @@ class LlamaChat:
             keep = end
         self.llm.reset()
         self.llm.n_tokens = keep  # eval() drops whatever the cache holds beyond this
-        self._prompt_ends, self._prompt_len = [*(e for e in ends if e <= keep), len(tokens)], len(tokens)
-        start = keep
-        for end in ends:
-            if end > start:
+        self._prompt_ends, self._prompt_len = [e for e in ends if e <= keep], len(tokens)
+        for start, end in zip([0, *ends], ends, strict=False):  # keep is 0 or an end: blocks resume there
+            if end > keep:
                 self.llm.eval(body[start:end].tolist())
-                start = end
-        self._prompt_ends[-1:-1] = [e for e in ends if e > keep]
+                self._prompt_ends.append(end)  # recorded as it lands: a failed eval leaves the truth behind
+        self._prompt_ends.append(len(tokens))  # the last token, which the first step of generation evaluates
         self.reused_tokens = keep
         return tokens[-1:]
 
