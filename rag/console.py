@@ -72,7 +72,7 @@ def setup_logging(level: str, verbose: bool, fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(levelname)s %(name)s: %(message)s%(request)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level), handlers=[handler])
-    for noisy in ("httpx", "chromadb", "urllib3", "bm25s", "jieba"):
+    for noisy in ("httpx", "chromadb", "urllib3", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
