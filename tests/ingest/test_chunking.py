@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 import re
 from pathlib import Path
 
@@ -89,6 +90,21 @@ def assert_invariants(document: LoadedDocument, chunks: list[Chunk], chunk_size:
 )
 def test_count_tokens(text: str, expected: int) -> None:
     assert count_tokens(text) == expected
+
+
+def test_count_tokens_is_the_run_by_run_count_on_random_text() -> None:
+    """The count is the sum over the text's runs, read left to right: letters ceil(len/4), digits ceil(len/3),
+    any other non-space character 1; also for unusual spaces (NBSP, U+3000, U+2028, U+001C)."""
+    runs = re.compile(r"([A-Za-z\u00C0-\u024F]+)|([0-9]+)|\S")
+
+    def by_runs(text: str) -> int:
+        return sum(-(-len(m[1]) // 4) if m[1] else -(-len(m[2]) // 3) if m[2] else 1 for m in runs.finditer(text))
+
+    rnd = random.Random(7)
+    alphabet = "aZé9 \t\n\u3000\xa0\u2028\x1c中。,!ǅ0_-Ω"
+    for _ in range(3000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        assert count_tokens(text) == by_runs(text), repr(text)
 
 
 def test_count_tokens_errs_high_on_english() -> None:
