@@ -42,8 +42,14 @@ _WORKER = (
 )
 
 
+# A second worker is started only when a file has waited this long for the first: most PDFs take
+# milliseconds, and a worker costs ~0.1 s of CPU to start (Python, then pypdf's import).
+SPARE_AFTER = 0.25
+
+
 class PdfWorkers:
-    """Up to `size` extraction workers shared by the loader threads; started on first use.
+    """Up to `size` extraction workers shared by the loader threads; the first is started on first use,
+    each further one only when a file has waited SPARE_AFTER seconds for a free worker (a slow PDF).
 
     `extract(path)` is thread-safe: each call has a worker to itself for the file's duration.
     Use as a context manager, or call `close()`, to stop the workers.
@@ -52,8 +58,8 @@ class PdfWorkers:
     def __init__(self, memory_mb: int, timeout_s: float, size: int = 1) -> None:
         self.memory_mb, self.timeout_s = memory_mb, timeout_s
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
-        for _ in range(size):
-            self._idle.put(None)  # a slot whose worker is started when first needed
+        self._idle.put(None)  # a slot whose worker is started when first needed
+        self._spares = size - 1  # slots not opened yet
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
         self.started = 0  # workers started in all, for tests and benchmarks
@@ -66,7 +72,7 @@ class PdfWorkers:
 
     def extract(self, path: Path) -> dict[str, Any]:
         """{"pages": [[number, text], ...], "skipped": [...]} or {"error": kind, "reason": ...}."""
-        worker = self._idle.get()
+        worker = self._take()
         try:
             fresh = worker is None or not worker.usable()
             if fresh:
@@ -80,6 +86,33 @@ class PdfWorkers:
             return result
         finally:
             self._idle.put(worker)
+
+    def warm(self) -> None:
+        """Start the first worker now, when PDFs are coming: its Python and pypdf load while the caller
+        gets ready (opens the store, loads the model), not while the first PDF waits."""
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            if worker is None:
+                worker = self._start(None)
+        finally:
+            self._idle.put(worker)
+
+    def _take(self) -> _Worker | None:
+        """A free worker, or None (a slot to start one in) when none came free within SPARE_AFTER seconds
+        and a slot is left."""
+        while True:
+            with self._lock:
+                spare = self._spares > 0
+            try:
+                return self._idle.get(timeout=SPARE_AFTER if spare else None)
+            except queue.Empty:
+                with self._lock:
+                    if self._spares > 0:
+                        self._spares -= 1
+                        return None
 
     def close(self) -> None:
         with self._lock:
@@ -192,6 +225,8 @@ def worker_main(memory_mb: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = memory_mb * _MB if hard == resource.RLIM_INFINITY else min(memory_mb * _MB, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    with contextlib.suppress(Exception):  # load pypdf before the first request; a failure is reported per file
+        import pypdf  # noqa: F401
     for line in sys.stdin:
         result = _extract(json.loads(line)["path"])
         out.write(json.dumps(result) + "\n")

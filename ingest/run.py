@@ -10,7 +10,7 @@ from pathlib import Path
 from ingest.journal import Journal
 from ingest.manifest import Manifest
 from ingest.reconcile import reconcile
-from ingest.sync import Plan, Summary, Syncer, check_root, plan_sync
+from ingest.sync import Plan, Summary, Syncer, check_root, pdf_workers, plan_sync
 from rag.config import Settings
 from rag.errors import BadRequest
 from rag.index.chroma import ChromaStore, check_embedding_model
@@ -88,20 +88,23 @@ def sync_folder(
     if dry_run:
         return IngestResult(plan, None)
     on_plan(plan)
-    embedder = Embedder(settings)
-    dim = None
-    if plan.work:
-        # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
-        # unchanged folder or a rename costs no embedding call at all.
-        dim = manifest.embed_dim or embedder.dimension()
-        store.ensure(embedder.model, dim)
-    keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
-    try:
-        syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,
-                        progress=progress_factory(len(plan.work)))
-        return IngestResult(plan, syncer.run(plan))
-    finally:
-        keywords.close()
+    with pdf_workers(settings) as pdf:
+        if any(st.path.suffix.lower() == ".pdf" for st in plan.work):
+            pdf.warm()
+        embedder = Embedder(settings)
+        dim = None
+        if plan.work:
+            # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
+            # unchanged folder or a rename costs no embedding call at all.
+            dim = manifest.embed_dim or embedder.dimension()
+            store.ensure(embedder.model, dim)
+        keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
+        try:
+            syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,
+                            progress=progress_factory(len(plan.work)), pdf=pdf)
+            return IngestResult(plan, syncer.run(plan))
+        finally:
+            keywords.close()
 
 
 def open_keywords(settings: Settings, store: ChromaStore, manifest: Manifest, *, fresh: bool) -> KeywordWriter:

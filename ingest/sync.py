@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 CHUNKER_VERSION = 1
 MAX_SPLIT_DEPTH = 6
 # Embedding calls in flight at once: while the model computes one batch the next is already queued at
-# the server, so the model never waits for us to send, parse a response or write to the indexes.
+# the server, so the model never waits for us to send, parse a response or write to the indexes (a new
+# batch is sent before each write, not after it).
 IN_FLIGHT = 2
-# Files loaded ahead of their turn, by LOADERS threads, each with a PDF extraction worker process of its
-# own (ingest.pdf_workers), so reading a PDF never stalls the queue of batches.
+# Files loaded ahead of their turn, by LOADERS threads sharing up to LOADERS PDF extraction worker
+# processes (ingest.pdf_workers: the second starts only when a slow PDF holds the first), so reading a PDF
+# never stalls the queue of batches.
 LOAD_AHEAD = 4
 LOADERS = 2
 # Chunks written to Chroma per call: each call costs Chroma a fixed ~50 ms with documents (measured: 766
@@ -185,6 +187,7 @@ class Syncer:
         keywords: KeywordWriter | None = None,
         dim: int | None = None,
         progress: Callable[[int], None] = lambda n: None,
+        pdf: PdfWorkers | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -197,7 +200,7 @@ class Syncer:
         self.limits = LoadLimits(
             timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
         )
-        self.pdf = PdfWorkers(settings.file_memory_mb, settings.file_timeout, size=LOADERS)
+        self.pdf = pdf or pdf_workers(settings)
         self.journal = Journal(settings.journal_path)
         if unowned := self.journal.ids - self.manifest.owned():
             sources = sorted({self.journal.source_of[i] for i in unowned})
@@ -433,21 +436,23 @@ class _Pipeline:
         self._reap(block=False)
         while len(self.pending) >= self.size:
             self._submit()
+        self._write_due()
 
     def _submit(self) -> None:
-        """Send one batch (full unless it is the last), after making room among the calls in flight."""
+        """Send one batch (full unless it is the last), after making room among the calls in flight; then
+        write what is due, so the model has the next batch queued while we write."""
         while len(self.in_flight) >= IN_FLIGHT or (self.in_flight and not self.pending):
             self._reap(block=True)
-        if not self.pending:
-            return
-        batch = [self.pending.popleft() for _ in range(min(self.size, len(self.pending)))]
-        self.syncer.summary.embed_calls += 1
-        self.in_flight.append((self.pool.submit(self.syncer.embedder.embed, [c.text for _, c in batch]), batch))
+            if not self.pending and self.in_flight:
+                self._flush()  # the last batches: write what is back while they compute, not after
+        if self.pending:
+            batch = [self.pending.popleft() for _ in range(min(self.size, len(self.pending)))]
+            self.syncer.summary.embed_calls += 1
+            self.in_flight.append((self.pool.submit(self.syncer.embedder.embed, [c.text for _, c in batch]), batch))
+        self._write_due()
 
     def _reap(self, block: bool) -> None:
-        """Take finished batches, oldest first (one at least when `block`); write and commit once WRITE_BATCH
-        chunks have gathered or the oldest has waited WRITE_EVERY seconds (and at once when nothing waits for a
-        write: files whose vectors were all reused)."""
+        """Take finished batches, oldest first (one at least when `block`)."""
         while self.in_flight and (block or self.in_flight[0][0].done()):
             future, batch = self.in_flight.popleft()
             try:
@@ -459,6 +464,10 @@ class _Pipeline:
                 self.oldest = time.monotonic()
             self.unwritten += batch
             block = False
+
+    def _write_due(self) -> None:
+        """Write and commit once WRITE_BATCH chunks have gathered or the oldest has waited WRITE_EVERY seconds
+        (and at once when nothing waits for a write: files whose vectors were all reused)."""
         if (not self.unwritten or len(self.unwritten) >= WRITE_BATCH
                 or time.monotonic() - self.oldest >= WRITE_EVERY):
             self._flush()
@@ -471,6 +480,10 @@ class _Pipeline:
         while self.waiting and all(c.id in self.waiting[0].vectors for c in self.waiting[0].chunks):
             done.append(self.waiting.popleft())
         self.syncer._commit(done)
+
+
+def pdf_workers(settings: Settings) -> PdfWorkers:
+    return PdfWorkers(settings.file_memory_mb, settings.file_timeout, size=LOADERS)
 
 
 def _page_text(doc: LoadedDocument, page: int | None) -> str:

@@ -139,6 +139,38 @@ def test_close_stops_every_worker(pdfs: list[Path]) -> None:
     assert [len(pages(r)) for r in done] == [2, 2]
 
 
+def test_quick_files_from_two_threads_share_one_worker(pdfs: list[Path]) -> None:
+    """A second worker costs a process start; quick PDFs never wait SPARE_AFTER for the first one."""
+    with PdfWorkers(memory_mb=1024, timeout_s=30, size=2) as workers:
+        pages(workers.extract(pdfs[0]))  # started and warm: each file now takes milliseconds
+        done: list[dict[str, object]] = []
+        threads = [threading.Thread(target=lambda p=p: done.extend(workers.extract(p) for _ in range(5)))
+                   for p in pdfs[1:3]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [len(pages(r)) for r in done] == [2] * 10
+        assert workers.started == 1
+
+
+def test_a_slow_file_gets_the_others_a_second_worker(tmp_path: Path, pdfs: list[Path]) -> None:
+    slow = pathological_pdf(tmp_path / "slow.pdf")
+    with PdfWorkers(memory_mb=1024, timeout_s=2, size=2) as workers:
+        result: dict[str, object] = {}
+        reader = threading.Thread(target=lambda: result.update(workers.extract(slow)))
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not workers._all and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert len(pages(workers.extract(pdfs[0]))) == 2
+        assert time.monotonic() - started < 1.5  # not after the slow file's 2 s time limit
+        assert workers.started == 2
+        reader.join(timeout=20)
+        assert result == {"error": "timeout"}
+
+
 def test_a_process_with_over_1024_open_files_still_reads_pdfs(pdfs: list[Path]) -> None:
     """A long test session or server holds many files; the worker's pipe then gets a descriptor that
     select() refuses (seen in CI: 'filedescriptor out of range in select()')."""
