@@ -15,7 +15,12 @@ round (the order rotates) and the best wall time of each kept, so a busy machine
   the floor our ingest can reach. R_ingest = ours / embed-only.
 
 Model tokens are counted with the embedding model's own tokenizer (with [CLS]/[SEP]); embed calls are
-counted at the engine (/engine/stats). Corpora (bench/public_sets.py fetches the sets; nothing committed):
+counted at the engine (/engine/stats). CPU seconds are counted for this process with its finished children
+(the PDF workers) and for the engine's process tree: when the model keeps both cores busy, a pipeline's wall
+is about (client CPU + engine CPU) / 2. Our own CPU without the model is measured once more on the
+deterministic stand-in engine (`RAG_ENGINE_BACKEND=deterministic`, vectors in microseconds).
+
+Corpora (bench/public_sets.py fetches the sets; nothing committed):
 zh = DRCD passages (Simplified), one per .txt file; en = SQuAD 2.0 passages, one per .txt file; pdf = PDFs
 of three SQuAD passages each, one per page, written with fpdf2.
 """
@@ -27,6 +32,7 @@ import cProfile
 import os
 import platform
 import pstats
+import resource
 import shutil
 import sys
 import tempfile
@@ -66,6 +72,32 @@ class Run:
     chunks: int
     calls: int
     tokens: int
+    client_cpu: float  # CPU seconds of this process (all threads) and its finished children (PDF workers)
+    engine_cpu: float  # CPU seconds of the engine's processes (server and model runners)
+
+
+def own_cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process `pid` and every process below it (from /proc; Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)], used[int(entry)] = int(fields[1]), sum(int(f) for f in fields[11:15]) / tick
+    tree, grew = {pid}, True
+    while grew:
+        below = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return sum(used.get(p, 0.0) for p in tree)
 
 
 def load_avg() -> str:
@@ -113,10 +145,10 @@ def corpus(name: str, where: Path) -> Path:
 
 
 class Bench:
-    def __init__(self, url: str, work: Path) -> None:
+    def __init__(self, url: str, work: Path, engine_pid: int) -> None:
         from transformers import AutoTokenizer
 
-        self.url, self.work = url, work
+        self.url, self.work, self.engine_pid = url, work, engine_pid
         self.client = ollama.Client(host=url, timeout=600)
         self.read_seconds = 0.0  # of the last chunk_texts()
         weights = artifact_path(ALL_MINILM)
@@ -140,19 +172,22 @@ class Bench:
         return Settings(_env_file=None, ollama_host=self.url, storage_dir=storage,  # type: ignore[call-arg]
                         request_timeout=600.0)
 
-    def measure(self, fn: Callable[[], list[str]]) -> Run:
-        before = self.calls()
+    def measure(self, fn: Callable[[], Callable[[], list[str]]]) -> Run:
+        """Time one pipeline; the chunk texts it stored are read back after the clock stops."""
+        before, engine, client = self.calls(), tree_cpu(self.engine_pid), own_cpu()
         started = time.perf_counter()
-        texts = fn()
+        stored = fn()
         wall = time.perf_counter() - started
-        return Run(wall, len(texts), self.calls() - before, self.tokens(texts))
+        client, engine = own_cpu() - client, tree_cpu(self.engine_pid) - engine
+        texts = stored()
+        return Run(wall, len(texts), self.calls() - before, self.tokens(texts), client, engine)
 
-    def ours(self, folder: Path) -> list[str]:
+    def ours(self, folder: Path) -> Callable[[], list[str]]:
         storage = self.fresh()
         ingest_folder(folder, self.settings(storage))
-        return stored_texts(storage / "chroma", "documents")
+        return lambda: stored_texts(storage / "chroma", "documents")
 
-    def starter(self, folder: Path) -> list[str]:
+    def starter(self, folder: Path) -> Callable[[], list[str]]:
         import chromadb
         from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex
         from llama_index.core.node_parser import SentenceSplitter
@@ -166,7 +201,7 @@ class Bench:
         embed_model = OllamaEmbedding(model_name="all-minilm", base_url=self.url, embed_batch_size=10)
         VectorStoreIndex.from_documents(documents, storage_context=context, embed_model=embed_model,
                                         transformations=[SentenceSplitter(chunk_size=200, chunk_overlap=30)])
-        return stored_texts(storage, "starter")
+        return lambda: stored_texts(storage, "starter")
 
     def chunk_texts(self, folder: Path) -> list[str]:
         """Our chunks of the folder, in ingest order (the same texts `ours` embeds)."""
@@ -179,11 +214,11 @@ class Bench:
         self.read_seconds = time.perf_counter() - started
         return texts
 
-    def embed_only(self, texts: list[str], batch: int) -> Callable[[], list[str]]:
-        def run() -> list[str]:
+    def embed_only(self, texts: list[str], batch: int) -> Callable[[], Callable[[], list[str]]]:
+        def run() -> Callable[[], list[str]]:
             for start in range(0, len(texts), batch):
                 self.client.embed(model="all-minilm", input=texts[start : start + batch], truncate=False)
-            return texts
+            return lambda: texts
 
         return run
 
@@ -232,21 +267,33 @@ def profile(bench: Bench, folder: Path) -> list[str]:
 
 def table(name: str, results: dict[str, Run], ratio: float, files: int) -> list[str]:
     rows = [f"### {name}: {files} files", "",
-            "| pipeline | wall s (best) | chunks | embed calls | chunks/s | model tokens | model tokens/s |",
-            "|---|---|---|---|---|---|---|"]
+            "| pipeline | wall s (best) | chunks | embed calls | chunks/s | model tokens | model tokens/s "
+            "| client CPU s | engine CPU s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
-        rows.append(f"| {label} | {r.wall:.1f} | {r.chunks} | {r.calls} | {r.chunks / r.wall:.1f} | {r.tokens} | "
-                    f"{r.tokens / r.wall:.0f} |")
+        rows.append(f"| {label} | {r.wall:.2f} | {r.chunks} | {r.calls} | {r.chunks / r.wall:.1f} | {r.tokens} | "
+                    f"{r.tokens / r.wall:.0f} | {r.client_cpu:.2f} | {r.engine_cpu:.2f} |")
     ours, starter = results["ours (rag ingest)"], results["LlamaIndex starter"]
     rows += ["", f"R_ingest = ours / embed-only = **{ratio:.3f}**; ours / starter = **{ours.wall / starter.wall:.3f}** "
              f"(per model token: {(ours.wall / ours.tokens) / (starter.wall / starter.tokens):.3f})"]
     return rows
 
 
-def bench_corpus(bench: Bench, name: str, folder: Path, rounds: int) -> list[str]:
+def own_work(stand_in: Bench, folder: Path, embed_only_wall: float) -> list[str]:
+    """Our CPU without the model: ours on the deterministic stand-in engine (vectors in microseconds)."""
+    stand_in.ours(folder)  # imports and first-use set-up, as the real runs had them
+    runs = [stand_in.measure(lambda: stand_in.ours(folder)) for _ in range(3)]
+    best = min(runs, key=lambda r: r.client_cpu)
+    return ["", f"our own work, without the model (ours on the deterministic stand-in engine, least of 3): "
+                f"{best.client_cpu:.2f} s of CPU ({1000 * best.client_cpu / best.chunks:.2f} ms per chunk) in "
+                f"{best.wall:.2f} s; on 2 cores the model keeps busy that is +{best.client_cpu / 2:.2f} s, "
+                f"{best.client_cpu / 2 / embed_only_wall:.3f} of embed-only's wall"]
+
+
+def bench_corpus(bench: Bench, stand_in: Bench, name: str, folder: Path, rounds: int) -> list[str]:
     texts = bench.chunk_texts(folder)
     batch = bench.settings(bench.work).embed_batch_size
-    pipelines: dict[str, Callable[[], list[str]]] = {
+    pipelines: dict[str, Callable[[], Callable[[], list[str]]]] = {
         "ours (rag ingest)": lambda: bench.ours(folder),
         "LlamaIndex starter": lambda: bench.starter(folder),
         f"embed-only (our chunks, {batch} per call)": bench.embed_only(texts, batch),
@@ -267,6 +314,7 @@ def bench_corpus(bench: Bench, name: str, folder: Path, rounds: int) -> list[str
     lines = table(name, best, ratio, len(list(folder.iterdir())))
     lines += ["", f"reading and chunking alone (no model; one thread, one PDF worker): {bench.read_seconds:.1f} s, "
                   f"{bench.read_seconds / best[labels[2]].wall:.2f} of embed-only's wall"]
+    lines += own_work(stand_in, folder, best[labels[2]].wall)
     lines += ["", "all walls (s): " + "; ".join(f"{k}: {', '.join(f'{w:.1f}' for w in v)}" for k, v in walls.items()),
               "", *profile(bench, folder), ""]
     return lines
@@ -297,13 +345,14 @@ def main() -> None:
     lines = list(head)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp, engine_process(
         "real", RAG_ENGINE_EMBED_RUNTIME=args.embed_runtime
-    ) as (url, _):
+    ) as (url, proc), engine_process("deterministic") as (stand_in_url, stand_in_proc):
         work = Path(tmp)
-        bench = Bench(url, work)
+        bench = Bench(url, work, proc.pid)
+        stand_in = Bench(stand_in_url, work / "stand-in", stand_in_proc.pid)
         bench.client.embed(model="all-minilm", input=["warm up"])
         for name in args.corpora.split(","):
             folder = corpus(name, work / "corpora")
-            lines += bench_corpus(bench, name, folder, max(1, args.rounds - (name == "pdf")))
+            lines += bench_corpus(bench, stand_in, name, folder, max(1, args.rounds - (name == "pdf")))
             lines.append(f"load average after {name}: {load_avg()}")
             lines.append("")
             print("\n".join(lines), flush=True)
