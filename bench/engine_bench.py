@@ -28,6 +28,7 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import ollama  # noqa: E402
 
 from rag.engine.catalog import ALL_MINILM, SMOLLM2, artifact_path  # noqa: E402
+from tests.support.procs import tree_cpu  # noqa: E402
 from tests.support.servers import engine_process  # noqa: E402
 
 THREADS = os.cpu_count() or 1
@@ -60,29 +61,9 @@ class Meter:
 
     def __init__(self, engine_pid: int) -> None:
         self.engine_pid = engine_pid
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def _tree_cpu(self) -> float:
-        """Linux: utime + stime of the engine and every process below it (its runners)."""
-        parents: dict[int, int] = {}
-        cpu: dict[int, float] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone while we looked
-                continue
-            pid = int(stat.parent.name)
-            parents[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / self.tick
-        tree, frontier = {self.engine_pid}, [self.engine_pid]
-        while frontier:
-            parent = frontier.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-            tree.update(children)
-            frontier += children
-        return sum(cpu.get(pid, 0.0) for pid in tree)
 
     def _cpu(self) -> float:
-        return time.process_time() + self._tree_cpu()
+        return time.process_time() + tree_cpu(self.engine_pid)
 
     def per_item(self, run: Callable[[], int]) -> Callable[[], Cost]:
         """`run` returns how many items (texts, tokens) it produced."""

@@ -58,6 +58,7 @@ from ingest.pdf_workers import PdfWorkers  # noqa: E402
 from ingest.run import ingest_folder  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.engine.catalog import ALL_MINILM, artifact_path  # noqa: E402
+from tests.support.procs import tree_cpu  # noqa: E402
 from tests.support.servers import engine_process  # noqa: E402
 
 FILES = 300
@@ -79,25 +80,6 @@ class Run:
 def own_cpu() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by process `pid` and every process below it (from /proc; Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent, used = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parent[int(entry)], used[int(entry)] = int(fields[1]), sum(int(f) for f in fields[11:15]) / tick
-    tree, grew = {pid}, True
-    while grew:
-        below = {p for p, pp in parent.items() if pp in tree} - tree
-        tree |= below
-        grew = bool(below)
-    return sum(used.get(p, 0.0) for p in tree)
 
 
 def load_avg() -> str:

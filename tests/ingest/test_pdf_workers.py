@@ -17,15 +17,12 @@ from ingest import pdf_workers
 from ingest.loaders import LoadError, LoadLimits, Page, load
 from ingest.pdf_workers import PdfWorkers
 from tests.ingest.test_loaders import pathological_pdf, write_pdf
+from tests.support.procs import children, processes
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    found = processes().get(pid)
+    return found is not None and found.state != "Z"
 
 
 def pids(workers: PdfWorkers) -> list[int]:
@@ -191,9 +188,9 @@ def test_a_process_with_over_1024_open_files_still_reads_pdfs(pdfs: list[Path]) 
 
 
 def test_load_without_workers_starts_and_stops_its_own(pdfs: list[Path], tmp_path: Path) -> None:
-    before = set(_children())
+    before = set(children(os.getpid()))
     assert load(pdfs[0], tmp_path, LoadLimits()).pages[0] == Page(1, "Document 0 page one.")
-    assert set(_children()) <= before
+    assert set(children(os.getpid())) <= before
 
 
 def test_an_ingest_of_many_pdfs_starts_a_worker_per_loader_and_leaves_none(
@@ -212,24 +209,11 @@ def test_an_ingest_of_many_pdfs_starts_a_worker_per_loader_and_leaves_none(
         write_pdf(root / f"manual{i:02d}.pdf", [f"Pump {i} runs at {40 + i} degrees.", f"Valve {i} is blue."])
     (root / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     (root / "notes.txt").write_text("Notes on the pumps.", encoding="utf-8")
-    before = set(_children())
+    before = set(children(os.getpid()))
     summary = ingest_folder(root, make_settings(tmp_path, fast_engine)).summary
     assert summary is not None
     assert [s for s, _ in summary.failures] == ["broken.pdf"]
     sources = dict(ChromaStore.open(make_settings(tmp_path, fast_engine)).sources())
     assert set(sources) == {f"manual{i:02d}.pdf" for i in range(12)} | {"notes.txt"}
     assert 1 <= summary.pdf_workers <= LOADERS
-    assert set(_children()) <= before
-
-
-def _children() -> list[int]:
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me and fields[0] != "Z":
-                found.append(int(entry))
-    return found
+    assert set(children(os.getpid())) <= before
