@@ -34,6 +34,17 @@ def pages(result: dict[str, object]) -> list[list[object]]:
     return result["pages"]  # type: ignore[return-value]
 
 
+def extract_in_background(workers: PdfWorkers, path: Path) -> tuple[threading.Thread, dict[str, object]]:
+    """Start extracting `path` on a thread; return once a worker has been started for it."""
+    result: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: result.update(workers.extract(path)))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not workers._all and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return reader, result
+
+
 @pytest.fixture
 def pdfs(tmp_path: Path) -> list[Path]:
     return [write_pdf(tmp_path / f"doc{i}.pdf", [f"Document {i} page one.", f"Document {i} page two."])
@@ -92,12 +103,7 @@ def test_a_worker_killed_between_files_is_replaced(pdfs: list[Path]) -> None:
 def test_a_worker_killed_mid_file_is_reported_with_its_exit_code(tmp_path: Path) -> None:
     slow = pathological_pdf(tmp_path / "slow.pdf")
     with PdfWorkers(memory_mb=1024, timeout_s=60) as workers:
-        result: dict[str, object] = {}
-        reader = threading.Thread(target=lambda: result.update(workers.extract(slow)))
-        reader.start()
-        deadline = time.monotonic() + 10
-        while not workers._all and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reader, result = extract_in_background(workers, slow)
         time.sleep(1.0)  # in pypdf by now
         os.kill(pids(workers)[0], signal.SIGKILL)
         reader.join(timeout=20)
@@ -154,12 +160,7 @@ def test_quick_files_from_two_threads_share_one_worker(pdfs: list[Path]) -> None
 def test_a_slow_file_gets_the_others_a_second_worker(tmp_path: Path, pdfs: list[Path]) -> None:
     slow = pathological_pdf(tmp_path / "slow.pdf")
     with PdfWorkers(memory_mb=1024, timeout_s=2, size=2) as workers:
-        result: dict[str, object] = {}
-        reader = threading.Thread(target=lambda: result.update(workers.extract(slow)))
-        reader.start()
-        deadline = time.monotonic() + 10
-        while not workers._all and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reader, result = extract_in_background(workers, slow)
         started = time.monotonic()
         assert len(pages(workers.extract(pdfs[0]))) == 2
         assert time.monotonic() - started < 1.5  # not after the slow file's 2 s time limit
