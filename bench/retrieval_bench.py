@@ -2,6 +2,9 @@
 
 Run: pip install -e '.[bench]'; python bench/retrieval_bench.py
 (starts the real engine on a free port; writes bench/results/retrieval.txt)
+     python bench/retrieval_bench.py --keyword-latency
+(only the keyword index's tokenise / build / load / search figures, no engine; writes
+bench/results/keyword-latency.txt)
 
 Sets: `own` is data/eval/retrieval (our 120 passages, en and zh); `drcd` (Chinese, DRCD dev) and `squad`
 (English, SQuAD 2.0 dev) are public, fetched and built by bench/public_sets.py into bench/.cache/ (gitignored;
@@ -488,5 +491,19 @@ def main() -> None:
     print(f"written to {OUT.relative_to(ROOT)}")
 
 
+def keyword_latency_only() -> None:
+    say("# Keyword index latency: bench/retrieval_bench.py --keyword-latency")
+    say(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average at start {os.getloadavg()[0]:.1f}")
+    say()
+    keyword_latency(load_set("own")["questions"])
+    out = OUT.with_name("keyword-latency.txt")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"written to {out.relative_to(ROOT)}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--keyword-latency" in sys.argv[1:]:
+        keyword_latency_only()
+    else:
+        main()
