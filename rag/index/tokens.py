@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from typing import Any, Literal
-
-log = logging.getLogger(__name__)
 
 # Bump when tokens change: an index built by another version is refused until it is rebuilt.
 TOKENIZER_VERSION = 1
@@ -49,7 +46,7 @@ _segmenter: Any = None
 
 class Segmenter:
     """jieba's segmentation through rjieba (jieba-rs, in Rust): the same dictionary and the same words as the
-    Python jieba in every mode (checked on 42k Chinese runs, with and without HMM), 7x faster.
+    Python jieba in every mode (checked on 42k Chinese runs, with and without HMM), segmenting 7x faster.
 
     Its dictionary is built into the library and never changed by us, so one instance serves the process."""
 
