@@ -58,6 +58,7 @@ from ingest.pdf_workers import PdfWorkers  # noqa: E402
 from ingest.run import ingest_folder  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.engine.catalog import ALL_MINILM, artifact_path  # noqa: E402
+from rag.index.chroma import ChromaStore  # noqa: E402
 from tests.support.procs import tree_cpu  # noqa: E402
 from tests.support.servers import engine_process  # noqa: E402
 
@@ -165,9 +166,9 @@ class Bench:
         return Run(wall, len(texts), self.calls() - before, self.tokens(texts), client, engine)
 
     def ours(self, folder: Path) -> Callable[[], list[str]]:
-        storage = self.fresh()
-        ingest_folder(folder, self.settings(storage))
-        return lambda: stored_texts(storage / "chroma", "documents")
+        settings = self.settings(self.fresh())
+        ingest_folder(folder, settings)
+        return lambda: [r.text for r in ChromaStore.open(settings).all_records()]
 
     def starter(self, folder: Path) -> Callable[[], list[str]]:
         import chromadb

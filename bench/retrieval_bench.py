@@ -207,8 +207,8 @@ SHARPNESS = (0, 1, 2, 3, 4)
 
 def tokenizer_variants(store: ChromaStore, questions: list[dict[str, Any]]) -> None:
     """Keyword mode with other tokeniser choices, built in memory from the same chunks."""
-    got = store.collection.get(include=["documents", "metadatas"])
-    source_of = {cid: meta["source"] for cid, meta in zip(got["ids"], got["metadatas"], strict=True)}
+    records = list(store.all_records())
+    source_of = {r.id: r.metadata["source"] for r in records}
     rows: dict[str, dict[str, list[int | None]]] = {}
     for label, tok in [
         ("jieba search, whole terms", Tokenizer("search")),
@@ -218,8 +218,7 @@ def tokenizer_variants(store: ChromaStore, questions: list[dict[str, Any]]) -> N
         ("jieba precise, HMM", Tokenizer("precise", hmm=True)),
     ]:
         with tempfile.TemporaryDirectory() as tmp:
-            texts = zip(got["ids"], got["documents"], strict=True)
-            bm25, ids = build_index(sorted((cid, " ".join(tok.tokens(text))) for cid, text in texts))
+            bm25, ids = build_index(sorted((r.id, " ".join(tok.tokens(r.text))) for r in records))
             save_index(Path(tmp), bm25, ids, 1)
             index = KeywordIndex(Path(tmp), tok)
             index.reload()
@@ -351,9 +350,10 @@ def padded_store(sources: list[Settings], target: int, url: str) -> Settings:
     records: list[Record] = []
     vectors: list[list[float]] = []
     for s in sources:
-        got = ChromaStore.open(s).collection.get(include=["documents", "metadatas", "embeddings"])
-        records += [Record(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)]
-        vectors += [list(map(float, e)) for e in got["embeddings"]]
+        source = ChromaStore.open(s)
+        got, embedded = source.get_with_embeddings(source.collection.get()["ids"])
+        records += got
+        vectors += embedded
     rng = random.Random(5)
     base = len(records)
     for n in range(target - base):

@@ -34,15 +34,14 @@ def sweep(store: ChromaStore, keywords: KeywordWriter | None, journal: Journal, 
         return 0
     candidates = set(journal.ids)
     if journal.everything:  # a rebuild was interrupted: anything may be left, so look at everything
-        candidates |= store.source_of_ids().keys() | (keywords.store.ids() if keywords else set())
+        candidates |= store.source_of_ids().keys() | store.texts.ids() | (keywords.store.ids() if keywords else set())
     orphans = sorted(candidates - manifest.owned())
     stored = store.present(orphans) | (keywords.store.present(orphans) if keywords else set())
     if stored:
         log.info("removing %d chunks no file owns (left by an interrupted ingest)", len(stored))
         if keywords:
             keywords.delete(sorted(stored))
-        if store.exists():
-            store.delete(sorted(stored))
+        store.delete(sorted(stored))
     if keywords:
         keywords.refresh()
     journal.clear()
@@ -93,6 +92,8 @@ class Findings:
     chroma_orphans: dict[str, str] = field(default_factory=dict)  # id -> source its metadata names
     chroma_missing: dict[str, str] = field(default_factory=dict)  # id -> manifest source that owns it
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # id -> manifest sources listing it
+    text_orphans: set[str] = field(default_factory=set)  # chunk texts no file owns
+    text_missing: dict[str, str] = field(default_factory=dict)  # id -> source: a chunk with no text anywhere
     token_orphans: set[str] = field(default_factory=set)
     token_missing: set[str] = field(default_factory=set)
     keyword_index: str = ""  # what is wrong with the saved BM25 index, if anything
@@ -104,7 +105,7 @@ class Findings:
     def agree(self) -> bool:
         return not (
             self.chroma_orphans or self.chroma_missing or self.duplicates or self.token_orphans
-            or self.token_missing or self.keyword_index or self.model
+            or self.token_missing or self.keyword_index or self.model or self.text_orphans or self.text_missing
         )
 
     def lines(self) -> list[str]:
@@ -114,6 +115,11 @@ class Findings:
         if self.chroma_missing:
             out.append(f"chroma:    {len(self.chroma_missing)} chunks of the manifest are missing "
                        f"({_by_source(self.chroma_missing)})")
+        if self.text_orphans:
+            out.append(f"texts:     {len(self.text_orphans)} chunk texts no file owns")
+        if self.text_missing:
+            out.append(f"texts:     {len(self.text_missing)} chunks of the manifest have no text "
+                       f"({_by_source(self.text_missing)})")
         if self.duplicates:
             out.append(f"manifest:  {len(self.duplicates)} chunks listed twice")
         if self.token_orphans:
@@ -151,6 +157,10 @@ def inspect(settings: Settings, store: ChromaStore) -> Findings:
     found.chroma_orphans = {i: s for i, s in stored.items() if i not in owners}
     found.chroma_missing = {i: o[0] for i, o in owners.items() if i not in stored}
     found.duplicates = {i: o for i, o in owners.items() if len(o) > 1}
+    texts = store.texts.ids()
+    found.text_orphans = texts - owners.keys()
+    held = {r.id for r in store.records([i for i in owners if i in stored and i not in texts]) if r.text}
+    found.text_missing = {i: o[0] for i, o in owners.items() if i in stored and i not in texts and i not in held}
     found.outdated = sorted(e.source for e in manifest.files.values() if e.outdated)
     _inspect_keywords(settings, set(owners), found)
     built, _ = store.indexed_model() if store.exists() else (None, None)
@@ -188,13 +198,16 @@ def repair(settings: Settings, store: ChromaStore, found: Findings) -> list[str]
     (their files are marked to be redone); missing tokens are made from Chroma; BM25 is rebuilt."""
     done: list[str] = []
     journal = Journal(settings.journal_path)
-    lost = set(found.chroma_missing)
+    lost = set(found.chroma_missing) | set(found.text_missing)
     if lost or found.duplicates:
         done.append(_forget(settings, journal, lost))
     orphans = sorted(set(found.chroma_orphans) | found.token_orphans | lost)
     if found.chroma_orphans:
         store.delete(sorted(found.chroma_orphans))
         done.append(f"removed {len(found.chroma_orphans)} chunks no file owns from Chroma")
+    if found.text_orphans or found.text_missing:
+        store.delete(sorted(found.text_orphans | set(found.text_missing)))
+        done.append(f"removed {len(found.text_orphans)} chunk texts no file owns")
     writer = KeywordWriter(settings)
     try:
         if found.token_orphans or lost:

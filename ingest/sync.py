@@ -329,8 +329,8 @@ class Syncer:
         items = [(j, c) for j, c in items if c.id in j.vectors and c.id not in j.stored]
         if not items:
             return
-        for job in {id(j): j for j, _ in items}.values():
-            self.journal.add(job.state.source, [c.id for j, c in items if j is job])
+        jobs = {id(j): j for j, _ in items}.values()
+        self.journal.add_many((job.state.source, [c.id for j, c in items if j is job]) for job in jobs)
         self.store.upsert([_record(j, c) for j, c in items], [j.vectors[c.id] for j, c in items])
         for job, chunk in items:
             job.stored.add(chunk.id)
@@ -347,9 +347,13 @@ class Syncer:
         replaced = [src for job in jobs for src in job.replaces]
         old = [i for src in replaced for i in self.manifest.files[src].chunk_ids]
         stale = [i for i in old if i not in keep]
-        for job in jobs:  # mostly journaled already by _write: then this costs no write
-            gone = [i for src in job.replaces for i in self.manifest.files[src].chunk_ids if i not in keep]
-            self.journal.add(job.state.source, [*(c.id for c in job.chunks), *gone])
+        # Mostly journaled already by _write: then this costs no write.
+        self.journal.add_many(
+            (job.state.source,
+             [*(c.id for c in job.chunks),
+              *(i for src in job.replaces for i in self.manifest.files[src].chunk_ids if i not in keep)])
+            for job in jobs
+        )
         if self.keywords:
             self.keywords.put([c for job in jobs for c in job.chunks], old)
         entries = []
@@ -366,8 +370,8 @@ class Syncer:
         if not sources:
             return
         gone: list[str] = []
+        self.journal.add_many((source, self.manifest.files[source].chunk_ids) for source in sources)
         for source in sources:
-            self.journal.add(source, self.manifest.files[source].chunk_ids)
             gone += self.manifest.files.pop(source).chunk_ids
         self.summary.deleted += len(sources)
         self._save()

@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         return self.storage_dir / f"keyword-{self.collection}"
 
     @property
+    def texts_path(self) -> Path:
+        """Chunk texts by id (rag.index.texts); beside the manifest, also when Chroma is a server."""
+        return self.storage_dir / f"texts-{self.collection}.sqlite3"
+
+    @property
     def manifest_path(self) -> Path:
         """What was ingested from which file (ingest.manifest)."""
         return self.storage_dir / f"manifest-{self.collection}.json"

@@ -68,11 +68,7 @@ MIN_CHUNK_CHARS = 40  # headings and stubs make poor questions
 
 def sample_chunks(store: ChromaStore, n: int, seed: int) -> list[Record]:
     """n chunks chosen with a seeded RNG from the store's chunks sorted by id: the same index, the same pick."""
-    found, step = [], 1000
-    for offset in range(0, store.collection.count(), step):  # .collection: NotIndexed when nothing is
-        got = store.collection.get(include=["documents", "metadatas"], limit=step, offset=offset)
-        found += [Record(i, d, dict(m)) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)]
-    usable = sorted((r for r in found if len(r.text.strip()) >= MIN_CHUNK_CHARS), key=lambda r: r.id)
+    usable = sorted((r for r in store.all_records() if len(r.text.strip()) >= MIN_CHUNK_CHARS), key=lambda r: r.id)
     return random.Random(seed).sample(usable, min(n, len(usable)))
 
 

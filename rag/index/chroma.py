@@ -1,8 +1,12 @@
-"""The Chroma adapter: opens the collection (embedded or server), writes in safe batches, queries."""
+"""The Chroma adapter: opens the collection (embedded or server), writes in safe batches, queries.
+
+Chroma holds each chunk's vector and metadata; its text is in rag.index.texts (see there why).
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import EmbeddingModelMismatch, NotIndexed, StoreUnavailable
+from rag.index.texts import TextStore
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +25,7 @@ META_DIM = "embed_dim"
 
 @dataclass(frozen=True)
 class Record:
-    """One stored chunk: what Chroma keeps for it, apart from the vector."""
+    """One stored chunk: its text and metadata, apart from the vector."""
 
     id: str
     text: str
@@ -76,16 +81,25 @@ def check_embedding_model(built: str | None, built_dim: int | None, model: str, 
 
 
 class ChromaStore:
-    """The chunk collection. One instance per process; never shared across processes when embedded."""
+    """The chunk collection and its texts. One instance per process; never shared across processes when embedded."""
 
-    def __init__(self, client: Any, name: str) -> None:
+    def __init__(self, client: Any, name: str, texts: TextStore) -> None:
         self._client = client
         self.name = name
+        self.texts = texts
         self._collection: Any = None
 
     @classmethod
     def open(cls, settings: Settings) -> ChromaStore:
-        return cls(chroma_client(settings), settings.collection)
+        client = chroma_client(settings)
+        try:
+            texts = TextStore(settings.texts_path)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"cannot open the chunk texts at {settings.texts_path}: {exc}; if the file is damaged, rebuild "
+                f"the index with: {REBUILD_HINT}"
+            ) from exc
+        return cls(client, settings.collection, texts)
 
     # -- collection lifecycle -------------------------------------------------------------------
 
@@ -128,6 +142,7 @@ class ChromaStore:
         if self._find() is not None:
             self._client.delete_collection(self.name)
         self._collection = None
+        self.texts.clear()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -141,20 +156,23 @@ class ChromaStore:
             yield slice(start, min(n, start + step))
 
     def upsert(self, records: Sequence[Record], embeddings: Sequence[Sequence[float]]) -> None:
+        """Texts first, then vectors: a chunk Chroma finds always has its text."""
+        self.texts.put((r.id, r.text) for r in records)
         # Chroma rejects a write larger than get_max_batch_size() (about 5,461 on a default build).
         for part in self._batches(len(records)):
             batch = records[part]
             self.collection.upsert(
                 ids=[r.id for r in batch],
-                documents=[r.text for r in batch],
                 metadatas=[r.metadata for r in batch],
                 embeddings=[list(e) for e in embeddings[part]],
             )
 
     def delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
-        for part in self._batches(len(ids)):
-            self.collection.delete(ids=ids[part])
+        if self.exists():
+            for part in self._batches(len(ids)):
+                self.collection.delete(ids=ids[part])
+        self.texts.delete(ids)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -169,51 +187,57 @@ class ChromaStore:
             yield self.collection.get(ids=ids[part], include=include)
 
     def present(self, ids: Sequence[str]) -> set[str]:
-        """Which of these chunk ids the collection holds (none when there is no collection)."""
-        if not ids or not self.exists():
+        """Which of these chunk ids the store holds: a vector, or a text whose vector a kill cut off."""
+        if not ids:
             return set()
-        return {rid for got in self._get(ids, []) for rid in got["ids"]}
+        held = self.texts.present(ids)
+        if self.exists():
+            held |= {rid for got in self._get(ids, []) for rid in got["ids"]}
+        return held
+
+    def _records(self, ids: Sequence[str], metadatas: Sequence[Any]) -> list[Record]:
+        """Records of these ids, with their texts (from Chroma for a chunk stored before texts moved out)."""
+        texts = self.texts.get(ids)
+        if missing := [i for i in ids if i not in texts]:
+            for got in self._get(missing, ["documents"]):
+                texts.update(zip(got["ids"], (d or "" for d in got["documents"]), strict=True))
+        return [Record(i, texts.get(i, ""), dict(m or {})) for i, m in zip(ids, metadatas, strict=True)]
 
     def records(self, ids: Sequence[str]) -> list[Record]:
-        return [
-            Record(rid, text or "", dict(meta or {}))
-            for got in self._get(ids, ["documents", "metadatas"])
-            for rid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
-        ]
+        found: list[Record] = []
+        for got in self._get(ids, ["metadatas"]):
+            found += self._records(got["ids"], got["metadatas"])
+        return found
 
     def get_with_embeddings(self, ids: Sequence[str]) -> tuple[list[Record], list[list[float]]]:
         records: list[Record] = []
         vectors: list[list[float]] = []
-        for got in self._get(ids, ["documents", "metadatas", "embeddings"]):
-            for i, rid in enumerate(got["ids"]):
-                records.append(Record(rid, got["documents"][i], dict(got["metadatas"][i])))
-                vectors.append([float(x) for x in got["embeddings"][i]])
+        for got in self._get(ids, ["metadatas", "embeddings"]):
+            records += self._records(got["ids"], got["metadatas"])
+            vectors += [[float(x) for x in e] for e in got["embeddings"]]
         return records, vectors
 
     def query(self, embedding: Sequence[float], k: int) -> list[Hit]:
         if self.count() == 0:
             return []
         res = self.collection.query(
-            query_embeddings=[list(embedding)],
-            n_results=k,
-            include=["documents", "metadatas", "distances"],
+            query_embeddings=[list(embedding)], n_results=k, include=["metadatas", "distances"]
         )
-        return [
-            Hit(Record(rid, doc, dict(meta)), 1.0 - float(dist))
-            for rid, doc, meta, dist in zip(
-                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
-            )
-        ]
+        records = self._records(res["ids"][0], res["metadatas"][0])
+        return [Hit(r, 1.0 - float(dist)) for r, dist in zip(records, res["distances"][0], strict=True)]
 
     def records_of(self, source: str) -> list[Record]:
         """Every chunk stored for one source file (none when there is no collection)."""
         if not self.exists():
             return []
-        got = self.collection.get(where={"source": source}, include=["documents", "metadatas"])
-        return [
-            Record(rid, text or "", dict(meta or {}))
-            for rid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
-        ]
+        got = self.collection.get(where={"source": source}, include=["metadatas"])
+        return self._records(got["ids"], got["metadatas"])
+
+    def all_records(self, step: int = 1000) -> Iterator[Record]:
+        """Every stored chunk, a page at a time (NotIndexed when there is no collection)."""
+        for offset in range(0, self.collection.count(), step):
+            got = self.collection.get(include=["metadatas"], limit=step, offset=offset)
+            yield from self._records(got["ids"], got["metadatas"])
 
     def sources(self) -> Counter[str]:
         """Chunk counts per source path, read from the stored metadata."""

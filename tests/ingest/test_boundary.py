@@ -26,7 +26,7 @@ def manifest_sources(tmp_path: Path) -> set[str]:
 
 
 def stored_texts(tmp_path: Path, url: str) -> list[str]:
-    return list(ChromaStore.open(make_settings(tmp_path, url)).collection.get()["documents"])
+    return [r.text for r in ChromaStore.open(make_settings(tmp_path, url)).all_records()]
 
 
 @pytest.fixture

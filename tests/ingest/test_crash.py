@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from ingest.journal import Journal
 from ingest.manifest import Manifest
 from ingest.reconcile import check_store, reconcile
 from ingest.run import ingest_folder, open_keywords
@@ -48,7 +49,6 @@ def state(settings: Any) -> dict[str, Any]:
     manifest = Manifest.load(settings.manifest_path)
     owned = [i for entry in manifest.files.values() for i in entry.chunk_ids]
     store = ChromaStore.open(settings)
-    got = store.collection.get(include=["documents", "metadatas"])
     tokens = TokenStore(settings.keyword_path / TOKENS_FILE)
     try:
         token_ids = tokens.ids()
@@ -57,8 +57,9 @@ def state(settings: Any) -> dict[str, Any]:
     return {
         "manifest": {s: e.chunk_ids for s, e in manifest.files.items()},
         "owned": owned,
-        "chroma": {i: (d, m["source"]) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)},
+        "chroma": {r.id: (r.text, r.metadata["source"]) for r in store.all_records()},
         "chroma_count": store.count(),
+        "texts": store.texts.ids(),
         "tokens": token_ids,
         "bm25": load_index(settings.keyword_path).ids,
         "journal": settings.journal_path.exists(),
@@ -71,6 +72,7 @@ def assert_consistent(s: dict[str, Any]) -> None:
     assert set(s["chroma"]) == owned, (len(set(s["chroma"]) - owned), len(owned - set(s["chroma"])))
     assert s["chroma_count"] == len(owned)
     assert s["tokens"] == owned
+    assert s["texts"] == owned, "a chunk text without its chunk, or a chunk without its text"
     assert sorted(s["bm25"]) == sorted(owned)
     assert not s["journal"]
 
@@ -137,6 +139,25 @@ def test_reconcile_at_start_up_removes_what_a_kill_left(tmp_path, docs, fast_eng
     assert reconcile(settings) == 0  # nothing journaled: one stat() and done
 
 
+def test_texts_written_before_a_kill_cut_off_their_vectors_are_swept(tmp_path, docs, fast_engine):
+    """The store writes a chunk's text before its vector: a kill between the two leaves texts (journaled)
+    that Chroma does not know. The sweep removes them, and the file is redone in full."""
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    write(docs / "new.md", "The new pump arrives on Friday. " * 20)
+    store = ChromaStore.open(settings)
+    ghost_ids = ["cut-off-1", "cut-off-2"]
+    Journal(settings.journal_path).add("new.md", ghost_ids)
+    store.texts.put((i, "a text whose vector was never written") for i in ghost_ids)
+    assert store.present(ghost_ids) == set(ghost_ids)
+    assert reconcile(settings) == 2
+    assert_consistent(state(settings))
+    result = ingest_folder(docs, settings)
+    assert result.summary is not None
+    assert result.summary.added == 1
+    assert_consistent(state(settings))
+
+
 def test_rag_serve_removes_what_a_kill_left_before_it_answers(tmp_path, docs, fast_engine):
     settings = make_settings(tmp_path, fast_engine)
     ingest_folder(docs, settings)
@@ -164,19 +185,25 @@ def test_check_finds_and_repairs_every_kind_of_disagreement(tmp_path, docs, fast
     writer = KeywordWriter(settings)
     writer.delete([a_ids[-1]])
     writer.close()
+    # A chunk text nobody's, and a chunk whose text is gone.
+    store.texts.put([("stray", "A text without a chunk.")])
+    b_id = Manifest.load(settings.manifest_path).files["b.txt"].chunk_ids[0]
+    store.texts.delete([b_id])
     found = check_store(settings).before
     assert not found.agree
     assert found.chroma_orphans == {"ghost": "ghost.md"}
+    assert found.text_orphans == {"ghost", "stray"}
+    assert found.text_missing == {b_id: "b.txt"}
     assert found.chroma_missing == {a_ids[0]: "a.md"}
     assert found.token_missing == {a_ids[-1]}
     assert found.keyword_index.startswith("the BM25 index is behind its tokens")
     repaired = check_store(settings, fix=True)
     assert repaired.agree
     assert repaired.after is not None
-    assert repaired.after.outdated == ["a.md"]
+    assert repaired.after.outdated == ["a.md", "b.txt"]
     summary = ingest_folder(docs, settings).summary
     assert summary is not None
-    assert summary.updated == 1
+    assert summary.updated == 2
     again = check_store(settings).before
     assert again.agree
     assert again.outdated == []

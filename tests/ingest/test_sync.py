@@ -69,7 +69,7 @@ def test_changed_file_replaces_its_chunks(tmp_path, docs, fast_engine):
     result = ingest_folder(docs, settings)
     assert result.summary is not None
     assert result.summary.updated == 1
-    texts = ChromaStore.open(settings).collection.get()["documents"]
+    texts = [r.text for r in ChromaStore.open(settings).all_records()]
     assert any("PN-9000-Z" in t for t in texts)
     assert not any("PN-4471-B" in t for t in texts)
 
@@ -226,8 +226,8 @@ def test_chunk_the_model_rejects_as_too_long_is_split_not_truncated(tmp_path, fa
     summary = ingest_folder(root, settings).summary
     assert summary is not None
     assert summary.failed == 0
-    got = ChromaStore.open(settings).collection.get(include=["documents", "metadatas"])
-    pieces = sorted(zip(got["metadatas"], got["documents"], strict=True), key=lambda m: m[0]["start"])
+    records = ChromaStore.open(settings).all_records()
+    pieces = sorted(((r.metadata, r.text) for r in records), key=lambda m: m[0]["start"])
     assert len(pieces) > 3
     assert all(len(doc.split()) <= 256 for _, doc in pieces)
     for meta, doc in pieces:

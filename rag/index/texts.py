@@ -1,0 +1,77 @@
+"""Chunk texts, kept in SQLite beside the manifest rather than as Chroma documents.
+
+Chroma indexes every document it holds for full-text search (a trigram index, written even when no
+query uses it): that was over half of ingest's own CPU and about half of the store's size. We never
+search Chroma's documents, so the texts live here, keyed by chunk id, and Chroma keeps the vectors and
+the metadata. A store made before this keeps its texts in Chroma; ChromaStore reads them there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS texts (id TEXT PRIMARY KEY, text TEXT NOT NULL)"
+_IN_CLAUSE = 500  # ids per `IN (...)`: below SQLite's variable limit on every build
+
+
+class TextStore:
+    """id -> text. One connection per store, shared by the threads of `rag serve`; readers in other
+    processes see every committed write (WAL), and a write is on disk when `put` returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # the manifest names these chunks once put returns
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError:
+            self._db.close()
+            raise
+
+    def put(self, rows: Iterable[tuple[str, str]]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO texts VALUES (?, ?)", rows)
+
+    def get(self, ids: Sequence[str]) -> dict[str, str]:
+        """The texts held for these ids (an id without one is left out)."""
+        return {row[0]: row[1] for row in self._select("id, text", ids)}
+
+    def present(self, ids: Sequence[str]) -> set[str]:
+        return {row[0] for row in self._select("id", ids)}
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT id FROM texts")}
+
+    def _select(self, columns: str, ids: Sequence[str]) -> list[tuple[str, ...]]:
+        ids = list(ids)
+        rows: list[tuple[str, ...]] = []
+        with self._lock:
+            for start in range(0, len(ids), _IN_CLAUSE):
+                part = ids[start : start + _IN_CLAUSE]
+                marks = ",".join("?" * len(part))
+                rows += self._db.execute(f"SELECT {columns} FROM texts WHERE id IN ({marks})", part)
+        return rows
+
+    def delete(self, ids: Sequence[str]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM texts WHERE id = ?", [(i,) for i in ids])
+
+    def clear(self) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM texts")
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM texts").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

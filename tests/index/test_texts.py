@@ -1,0 +1,58 @@
+"""Chunk texts live beside Chroma (rag.index.texts); a store made when Chroma held them still reads them."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from ingest.run import ingest_folder
+from rag.index.chroma import ChromaStore
+from rag.serve.app import create_app
+from tests.support.helpers import ENGLISH, make_settings, write
+
+
+def test_chroma_holds_no_documents_and_every_read_has_the_text(tmp_path, fast_engine):
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "# Cooling\n\n" + ENGLISH * 3)
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    store = ChromaStore.open(settings)
+    got = store.collection.get(include=["documents"])
+    assert got["ids"]
+    assert all(d is None for d in got["documents"])
+    texts = store.texts.get(got["ids"])
+    assert set(texts) == set(got["ids"])
+    assert all(texts.values())
+    records = store.records(got["ids"])
+    assert {r.id: r.text for r in records} == texts
+    assert {r.text for r in store.records_of("a.md")} == set(texts.values())
+    assert {r.text for r in store.all_records()} == set(texts.values())
+
+
+def test_a_store_whose_texts_are_chroma_documents_still_answers_with_them(tmp_path, fast_engine):
+    """Rewrite an ingested store into the old layout: texts as Chroma documents, none beside it."""
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "# Cooling\n\n" + ENGLISH * 3)
+    settings = make_settings(tmp_path, fast_engine)
+    ingest_folder(docs, settings)
+    store = ChromaStore.open(settings)
+    got = store.collection.get(include=["embeddings"])
+    ids = got["ids"]
+    texts = store.texts.get(ids)
+    store.collection.update(ids=ids, documents=[texts[i] for i in ids], embeddings=got["embeddings"])
+    store.texts.clear()
+
+    old = ChromaStore.open(settings)
+    assert {r.id: r.text for r in old.records(ids)} == texts
+    assert {r.text for r in old.records_of("a.md")} == set(texts.values())
+    with TestClient(create_app(settings)) as client:
+        hits = client.post("/retrieve", json={"question": "How is the reactor cooled?", "top_k": 3}).json()
+        assert hits["sources"]
+        assert all(s["text"] in texts.values() for s in hits["sources"])
+    # A later ingest of a changed file writes the new layout beside the old.
+    write(docs / "b.md", "# Backups\n\nThe backup runs every night at two.")
+    ingest_folder(docs, settings)
+    new = ChromaStore.open(settings)
+    b_records = new.records_of("b.md")
+    assert b_records
+    assert all(new.texts.get([r.id]) for r in b_records)
+    assert {r.text for r in new.records_of("a.md")} == set(texts.values())
