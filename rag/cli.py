@@ -219,7 +219,7 @@ def check(settings: Settings, repair: bool) -> None:
         for line in result.after.lines():
             click.echo(f"  {line}")
     if result.agree:
-        click.echo("ok: Chroma, the keyword index and the manifest agree")
+        click.echo("ok: Chroma, the chunk texts, the keyword index and the manifest agree")
         sys.exit(EXIT_OK)
     click.echo("they disagree" + ("" if repair else "; fix it with: rag check --repair"))
     sys.exit(EXIT_FILES_FAILED)

@@ -298,8 +298,8 @@ class OnnxEmbedder:
     Each core runs whole groups on one ONNX thread, rather than every core sharing each operator: the
     cores never wait for each other at an operator's end, so when another process takes a core for a
     moment only that core's group waits (ingest's own work runs beside the model on the same cores).
-    Measured against one group on all cores: 10-15% less CPU per request, and ingest's overhead over the
-    model's time cut by a third (bench/results/ingest.md).
+    Against one group of 8 on all cores: 8% more model tokens/s alone (bench/results/engine.txt), and
+    beside ingest the engine no longer spends 0.2-0.5 s more CPU than alone (bench/results/ingest.md).
     """
 
     group = 4

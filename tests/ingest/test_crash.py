@@ -214,7 +214,7 @@ def test_rag_check_exit_codes_and_repair(tmp_path, docs, fast_engine):
     assert rag(tmp_path, fast_engine, "ingest", str(docs)).returncode == 0
     ok = rag(tmp_path, fast_engine, "check")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "ok: Chroma, the keyword index and the manifest agree" in ok.stdout
+    assert "ok: Chroma, the chunk texts, the keyword index and the manifest agree" in ok.stdout
     # The manifest forgets b.txt: its chunks are left in both indexes with no owner.
     path = tmp_path / "storage" / "manifest-documents.json"
     data = json.loads(path.read_text(encoding="utf-8"))
