@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
 from ingest.run import ingest_folder
+from rag.config import Settings
 from rag.index.chroma import ChromaStore
 from rag.serve.app import create_app
 from tests.support.helpers import ENGLISH, make_settings, write
 
 
-def test_chroma_holds_no_documents_and_every_read_has_the_text(tmp_path, fast_engine):
+def ingested(tmp_path: Path, url: str) -> tuple[Path, Settings, ChromaStore]:
     docs = tmp_path / "docs"
     write(docs / "a.md", "# Cooling\n\n" + ENGLISH * 3)
-    settings = make_settings(tmp_path, fast_engine)
+    settings = make_settings(tmp_path, url)
     ingest_folder(docs, settings)
-    store = ChromaStore.open(settings)
+    return docs, settings, ChromaStore.open(settings)
+
+
+def test_chroma_holds_no_documents_and_every_read_has_the_text(tmp_path, fast_engine):
+    _, _, store = ingested(tmp_path, fast_engine)
     got = store.collection.get(include=["documents"])
     assert got["ids"]
     assert all(d is None for d in got["documents"])
@@ -30,11 +37,7 @@ def test_chroma_holds_no_documents_and_every_read_has_the_text(tmp_path, fast_en
 
 def test_a_store_whose_texts_are_chroma_documents_still_answers_with_them(tmp_path, fast_engine):
     """Rewrite an ingested store into the old layout: texts as Chroma documents, none beside it."""
-    docs = tmp_path / "docs"
-    write(docs / "a.md", "# Cooling\n\n" + ENGLISH * 3)
-    settings = make_settings(tmp_path, fast_engine)
-    ingest_folder(docs, settings)
-    store = ChromaStore.open(settings)
+    docs, settings, store = ingested(tmp_path, fast_engine)
     got = store.collection.get(include=["embeddings"])
     ids = got["ids"]
     texts = store.texts.get(ids)
