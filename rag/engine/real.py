@@ -299,7 +299,7 @@ class OnnxEmbedder:
     cores never wait for each other at an operator's end, so when another process takes a core for a
     moment only that core's group waits (ingest's own work runs beside the model on the same cores).
     Against one group of 8 on all cores: 8% more model tokens/s alone (bench/results/engine.txt), and
-    beside ingest the engine no longer spends 0.2-0.5 s more CPU than alone (bench/results/ingest.md).
+    beside ingest the engine spends little more CPU than alone (before: up to 0.5 s; bench/results/ingest.md).
     """
 
     group = 4
