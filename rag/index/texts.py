@@ -13,8 +13,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rag.index.sql import select_by_id
+
 _SCHEMA = "CREATE TABLE IF NOT EXISTS texts (id TEXT PRIMARY KEY, text TEXT NOT NULL)"
-_IN_CLAUSE = 500  # ids per `IN (...)`: below SQLite's variable limit on every build
 
 
 class TextStore:
@@ -51,14 +52,8 @@ class TextStore:
             return {row[0] for row in self._db.execute("SELECT id FROM texts")}
 
     def _select(self, columns: str, ids: Sequence[str]) -> list[tuple[str, ...]]:
-        ids = list(ids)
-        rows: list[tuple[str, ...]] = []
         with self._lock:
-            for start in range(0, len(ids), _IN_CLAUSE):
-                part = ids[start : start + _IN_CLAUSE]
-                marks = ",".join("?" * len(part))
-                rows += self._db.execute(f"SELECT {columns} FROM texts WHERE id IN ({marks})", part)
-        return rows
+            return list(select_by_id(self._db, "texts", columns, ids))
 
     def delete(self, ids: Sequence[str]) -> None:
         with self._lock, self._db:

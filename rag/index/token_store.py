@@ -15,6 +15,7 @@ from typing import Protocol
 from rag.config import Settings
 from rag.index.bm25 import KeywordIndexUnavailable, build_index, load_index, save_index
 from rag.index.chroma import ChromaStore
+from rag.index.sql import select_by_id
 from rag.index.tokens import TOKENIZER_VERSION, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, content_hash TEXT NOT NU
 CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks (content_hash);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-_IN_CLAUSE = 500  # ids per `IN (...)`: below SQLite's variable limit on every build
 
 
 class ChunkText(Protocol):
@@ -76,11 +76,7 @@ class TokenStore:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
     def _select(self, columns: str, ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
-        ids = list(ids)
-        for start in range(0, len(ids), _IN_CLAUSE):
-            part = ids[start : start + _IN_CLAUSE]
-            marks = ",".join("?" * len(part))
-            yield from self._db.execute(f"SELECT {columns} FROM chunks WHERE id IN ({marks})", part)
+        return select_by_id(self._db, "chunks", columns, ids)
 
     def present(self, ids: Sequence[str]) -> set[str]:
         return {row[0] for row in self._select("id", ids)}
