@@ -25,11 +25,11 @@ from rag.engine.generation import StopMatcher, fit_prompt, output_budget
 from rag.engine.protocol import ContextExceeded, Embedded, Emit, GenerationStats, Sampling
 
 logger = logging.getLogger(__name__)
-# Prompts are evaluated in blocks (_prefill) that end where messages end and at fixed positions: 16, 32, 64, ...
-# doubling up to 512, then every 512. Small blocks first and message ends, so a shared system prompt or
-# conversation is reused whatever its length; large blocks after, since every block costs llama.cpp a fixed few
-# ms (it computes the logits of its last token).
-FIRST_BLOCK, MAX_BLOCK = 16, 512
+# Prompts are evaluated in blocks (_prefill) that end where messages end and at fixed positions: 64, 128, 256,
+# 512, then every 512. Message ends, so a shared system prompt or conversation is reused whatever its length;
+# no fixed end below 64, since a block of a few tokens costs llama.cpp nearly as much as one of 16 (2 tokens
+# 13 ms, 16 tokens 44 ms, 64 tokens 145 ms on 2 cores) and short prompts would pay for splits they rarely reuse.
+FIRST_BLOCK, MAX_BLOCK = 64, 512
 
 
 def block_ends(n: int, marks: Iterable[int] = ()) -> list[int]:
@@ -145,26 +145,27 @@ class LlamaChat:
             "frequency_penalty": sampling.frequency_penalty,
         }
 
-    def _prefill(self, tokens: list[int]) -> list[int]:
-        """Evaluate all of the prompt but its last token, reusing what the context already holds of it; return
-        the last token, for the first step of generation to evaluate.
+    def _prefill(self, tokens: list[int]) -> None:
+        """Evaluate the prompt, reusing what the context already holds of it; the first generated token is
+        sampled from the logits of its last block.
 
         A prompt is always evaluated in the same blocks (block_ends), and a cached prefix is reused only up to
-        a block end before which the cache was built in exactly those blocks. Batch shapes may change the
-        logits in their last bits, so reusing a prefix of any length (llama-cpp-python's way) could make a
-        seeded request's output depend on the request before it; the same blocks give the numbers of a fresh
-        evaluation, and a shared system prompt or conversation is not evaluated again (evaluating every prompt
-        afresh cost the engine ~10% of its tokens/s against in-process llama.cpp on short chats, where a prompt
-        token costs about 2 ms on 2 cores).
+        a block end before which the cache was built in exactly those blocks; the last block is always
+        evaluated afresh, so the logits are this prompt's. The numbers then do not depend on what the context
+        held before: in this build a block split gives the bits of one batch, but the last token evaluated
+        alone does not (logits up to 0.45 apart), so the last token is never split from its block (evaluating
+        it alone also cost a decode of its own, ~5 ms). A shared system prompt or conversation is not
+        evaluated again (evaluating every prompt afresh cost the engine ~10% of its tokens/s against
+        in-process llama.cpp on short chats, where a prompt token costs about 2 ms on 2 cores).
         """
-        body = np.asarray(tokens[:-1], dtype=np.int64)
-        n = min(self.llm.n_tokens, len(body))
-        differ = np.flatnonzero(self.llm.input_ids[:n] != body[:n])
+        prompt = np.asarray(tokens, dtype=np.int64)
+        n = min(self.llm.n_tokens, len(prompt))
+        differ = np.flatnonzero(self.llm.input_ids[:n] != prompt[:n])
         common = int(differ[0]) if differ.size else n
-        ends = block_ends(len(body), (np.flatnonzero(np.isin(body, self._turn_ends)) + 1).tolist())
+        ends = block_ends(len(prompt), (np.flatnonzero(np.isin(prompt, self._turn_ends)) + 1).tolist())
         built = {*self._prompt_ends, *range(self._prompt_len + 1, self.llm.n_tokens + 1)}
         keep = 0
-        for end in ends:
+        for end in ends[:-1]:
             if end > common or end not in built or any(keep < e < end for e in built):
                 break
             keep = end
@@ -173,20 +174,19 @@ class LlamaChat:
         self._prompt_ends, self._prompt_len = [e for e in ends if e <= keep], len(tokens)
         for start, end in zip([0, *ends], ends, strict=False):  # keep is 0 or an end: blocks resume there
             if end > keep:
-                self.llm.eval(body[start:end].tolist())
+                self.llm.eval(prompt[start:end].tolist())
                 self._prompt_ends.append(end)  # recorded as it lands: a failed eval leaves the truth behind
-        self._prompt_ends.append(len(tokens))  # the last token, which the first step of generation evaluates
         self.reused_tokens = keep
-        return tokens[-1:]
 
     def _free(self, tokens: list[int], sampling: Sampling) -> Generator[int, Any, None]:
-        return self.llm.generate(self._prefill(tokens), reset=False, **self._sampler_options(sampling))
+        self._prefill(tokens)  # generate() then evaluates nothing before its first sample
+        return self.llm.generate([], reset=False, **self._sampler_options(sampling))
 
     def _constrained(self, tokens: list[int], sampling: Sampling, grammar: Any) -> Generator[int, Any, None]:
         """Tokens under a grammar, the way llama.cpp's own sampler does it: sample as if free, check that one
         token against the grammar, and only when it is refused mask the whole vocabulary and sample again.
         Masking all 49k tokens at every step (llama-cpp-python's way) is several times slower."""
-        self.llm.eval(self._prefill(tokens))
+        self._prefill(tokens)
         sampler = _GrammarSampler(self.llm, self.llm._init_sampler(**self._sampler_options(sampling)), grammar)
         try:
             while True:

@@ -30,7 +30,8 @@ def test_blocks_cover_the_prompt_and_end_at_fixed_places(n: int) -> None:
 
 
 def test_message_ends_are_block_ends_too() -> None:
-    assert block_ends(40, [9, 23, 40, 55]) == [9, 16, 23, 32, 40]
+    assert block_ends(40, [9, 23, 40, 55]) == [9, 23, 40]
+    assert block_ends(150, [9, 70]) == [9, 64, 70, 128, 150]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,21 @@ def tokens(chat: LlamaChat, question: str) -> list[int]:
     return list(chat.llm.tokenize(prompt.encode(), special=True))
 
 
+def message_ends(chat: LlamaChat, prompt: list[int]) -> list[int]:
+    turn_ends = set(chat._turn_ends.tolist())
+    return [i + 1 for i, t in enumerate(prompt) if t in turn_ends and i + 1 < len(prompt)]
+
+
 def last_logits(chat: LlamaChat, prompt: list[int]) -> np.ndarray:
-    chat.llm.eval(chat._prefill(prompt))
-    return np.array(chat.llm.scores[chat.llm.n_tokens - 1], copy=True)
+    """The logits the first generated token is sampled from, as llama.cpp holds them (Llama.scores is not
+    filled unless logits_all: sampling reads the context's own logits)."""
+    import llama_cpp
+
+    chat._prefill(prompt)
+    logits = llama_cpp.llama_get_logits_ith(chat.llm._ctx.ctx, -1)
+    out = np.array(np.ctypeslib.as_array(logits, shape=(chat.llm.n_vocab(),)), copy=True)
+    assert np.isfinite(out).all() and out.std() > 0  # real logits, not an empty row
+    return out
 
 
 def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: LlamaChat) -> None:
@@ -60,8 +73,7 @@ def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: Llama
     last_logits(chat, first)
     assert chat.reused_tokens == 0
     reused = last_logits(chat, second)
-    message_ends = [i + 1 for i, t in enumerate(second[:-1]) if t in set(chat._turn_ends.tolist())]
-    assert chat.reused_tokens == max(end for end in block_ends(len(second) - 1, message_ends) if end <= shared)
+    assert chat.reused_tokens == max(end for end in block_ends(len(second), message_ends(chat, second)) if end <= shared)
     assert chat.reused_tokens >= 64
     chat.llm.reset()
     fresh = last_logits(chat, second)
@@ -69,13 +81,38 @@ def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: Llama
     assert np.array_equal(reused, fresh)
 
 
-def test_the_same_prompt_again_evaluates_only_its_last_token(chat: LlamaChat) -> None:
+def test_the_same_prompt_again_evaluates_only_its_last_block(chat: LlamaChat) -> None:
+    """The last block runs from the end of the user's message: only the assistant's header is evaluated again."""
     prompt = tokens(chat, "Which valve is blue?")
     chat.llm.reset()
     fresh = last_logits(chat, prompt)
     again = last_logits(chat, prompt)
-    assert chat.reused_tokens == len(prompt) - 1
+    assert chat.reused_tokens == message_ends(chat, prompt)[-1]
+    assert len(prompt) - chat.reused_tokens < 8
     assert np.array_equal(fresh, again)
+
+
+def test_the_first_token_is_sampled_from_the_logits_of_one_batch(chat: LlamaChat) -> None:
+    """The engine's blocks give the bits in-process llama.cpp gets from the whole prompt in one batch, so a
+    greedy answer is the same both ways. Evaluating the last token alone, as the engine did before, does not."""
+    import llama_cpp
+
+    prompt = tokens(chat, "What oil does pump two need?")
+    assert len(block_ends(len(prompt), message_ends(chat, prompt))) >= 3
+
+    def one_batch(split_last: bool) -> np.ndarray:
+        chat.llm.reset()
+        chat.llm.n_tokens = 0
+        for part in ([prompt[:-1], prompt[-1:]] if split_last else [prompt]):
+            chat.llm.eval(part)
+        logits = llama_cpp.llama_get_logits_ith(chat.llm._ctx.ctx, -1)
+        return np.array(np.ctypeslib.as_array(logits, shape=(chat.llm.n_vocab(),)), copy=True)
+
+    whole = one_batch(split_last=False)
+    assert not np.array_equal(whole, one_batch(split_last=True))  # the difference this guards against
+    chat.llm.reset()
+    chat._prompt_ends, chat._prompt_len = [], 0
+    assert np.array_equal(last_logits(chat, prompt), whole)
 
 
 def test_a_short_system_prompt_is_reused_up_to_its_end(chat: LlamaChat) -> None:
