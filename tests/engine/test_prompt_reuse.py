@@ -61,7 +61,8 @@ def last_logits(chat: LlamaChat, prompt: list[int]) -> np.ndarray:
     chat._prefill(prompt)
     logits = llama_cpp.llama_get_logits_ith(chat.llm._ctx.ctx, -1)
     out = np.array(np.ctypeslib.as_array(logits, shape=(chat.llm.n_vocab(),)), copy=True)
-    assert np.isfinite(out).all() and out.std() > 0  # real logits, not an empty row
+    assert np.isfinite(out).all()
+    assert out.std() > 0  # real logits, not an empty row
     return out
 
 
@@ -73,7 +74,8 @@ def test_a_shared_prefix_is_reused_and_gives_the_same_bits_as_afresh(chat: Llama
     last_logits(chat, first)
     assert chat.reused_tokens == 0
     reused = last_logits(chat, second)
-    assert chat.reused_tokens == max(end for end in block_ends(len(second), message_ends(chat, second)) if end <= shared)
+    ends = block_ends(len(second), message_ends(chat, second))
+    assert chat.reused_tokens == max(end for end in ends if end <= shared)
     assert chat.reused_tokens >= 64
     chat.llm.reset()
     fresh = last_logits(chat, second)
