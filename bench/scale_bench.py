@@ -118,6 +118,29 @@ def retrieve_latency(storage: Path, url: str, questions: list[str]) -> tuple[int
     return count, statistics.median(times), times[int(0.95 * (len(times) - 1))]
 
 
+def chroma_alone(where: Path, n: int, batch: int = 256) -> list[float]:
+    """Seconds per tenth of n random unit vectors (384 dimensions, as all-minilm's) upserted `batch` at a time
+    into an empty collection made as ours is (embedded client, cosine space), with no metadata and no text:
+    how Chroma's own insert cost grows with its size, apart from anything of ours."""
+    import numpy as np
+
+    from rag.config import Settings
+    from rag.index.chroma import chroma_client
+
+    settings = Settings(_env_file=None, storage_dir=where)  # type: ignore[call-arg]
+    collection = chroma_client(settings).create_collection(
+        "vectors-alone", metadata={"hnsw:space": "cosine"}, embedding_function=None)
+    rng, seconds, tenth = np.random.default_rng(7), [], n // 10
+    for start in range(0, n - n % tenth, tenth):
+        began = time.perf_counter()
+        for i in range(start, start + tenth, batch):
+            vectors = rng.standard_normal((min(batch, start + tenth - i), 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            collection.upsert(ids=[f"v{j}" for j in range(i, i + len(vectors))], embeddings=vectors)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
 def size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -181,6 +204,37 @@ def main() -> None:
     first, last = full["tenths"][0], full["tenths"][-1]
     say()
     say(f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)")
+    stages = full.get("stages") or {}
+    if stages:
+        say()
+        say("where each tenth's wall time went (seconds in the ingest's calls that ended in that tenth; "
+            "the writes run beside the embed calls, so the parts need not add up to the wall):")
+        say()
+        say("| tenth | " + " | ".join(str(i + 1) for i in range(len(stages["wall"]))) + " |")
+        say("|---|" + "---|" * len(stages["wall"]))
+        vectors = [store - texts for store, texts in zip(stages["store"], stages["texts"], strict=True)]
+        for label, values in (("wall", stages["wall"]), ("Chroma vector upsert", vectors),
+                              ("chunk texts (SQLite)", stages["texts"]),
+                              ("keyword tokens (SQLite)", stages["keywords"])):
+            say(f"| {label} | " + " | ".join(f"{x:.2f}" for x in values) + " |")
+        rest = [w - v - t - k for w, v, t, k in zip(stages["wall"], vectors, stages["texts"], stages["keywords"],
+                                                     strict=True)]
+        say("| the rest | " + " | ".join(f"{x:.2f}" for x in rest) + " |")
+        say()
+        say(f"last tenth / first tenth: Chroma vector upsert {vectors[-1] / max(vectors[0], 1e-9):.2f}x, "
+            f"chunk texts {stages['texts'][-1] / max(stages['texts'][0], 1e-9):.2f}x, keyword tokens "
+            f"{stages['keywords'][-1] / max(stages['keywords'][0], 1e-9):.2f}x, the rest "
+            f"{rest[-1] / max(rest[0], 1e-9):.2f}x")
+    alone = chroma_alone(WORK / "chroma-alone", full["chunks"])
+    say()
+    say(f"Chroma alone (`chroma_alone()`: {full['chunks']} random 384-dimension vectors upserted 256 at a time into "
+        "an empty collection made as ours is, no metadata, no text), seconds per tenth:")
+    say()
+    say("| tenth | " + " | ".join(str(i + 1) for i in range(len(alone))) + " |")
+    say("|---|" + "---|" * len(alone))
+    say("| s | " + " | ".join(f"{x:.2f}" for x in alone) + " |")
+    say()
+    say(f"last tenth / first tenth: {alone[-1] / alone[0]:.2f}x the time (throughput {alone[0] / alone[-1]:.2f})")
     rates = model_chunks_per_s()
     model_s = sum(full["embedded"] / 2 / rate for rate in rates.values())
     say(f"for scale: the bundled all-minilm embeds about {rates['zh']:.0f} (zh) and "
