@@ -45,10 +45,14 @@ def ingest_folder(
     """
     check_root(root)
     with store_lock(settings, "rag ingest"):
-        return sync_folder(
-            root, settings, ChromaStore.open(settings), dry_run=dry_run, rebuild=rebuild,
-            reindex_keywords=reindex_keywords, follow_symlinks=follow_symlinks, progress_factory=progress_factory,
-        )
+        store = ChromaStore.open(settings, background=True)  # files load and embed while Chroma opens
+        try:
+            return sync_folder(
+                root, settings, store, dry_run=dry_run, rebuild=rebuild, reindex_keywords=reindex_keywords,
+                follow_symlinks=follow_symlinks, progress_factory=progress_factory,
+            )
+        finally:
+            store.settle()
 
 
 def sync_folder(
@@ -96,8 +100,7 @@ def sync_folder(
         if plan.work:
             # The dimension is probed once, on the first ingest; later runs trust the manifest, so an
             # unchanged folder or a rename costs no embedding call at all.
-            dim = manifest.embed_dim or embedder.dimension()
-            store.ensure(embedder.model, dim)
+            dim = manifest.embed_dim or embedder.dimension()  # the Syncer checks the collection at its first write
         keywords = open_keywords(settings, store, manifest, fresh=reindex_keywords)
         try:
             syncer = Syncer(settings, store, embedder, root, manifest, keywords=keywords, dim=dim,

@@ -173,7 +173,8 @@ class Syncer:
 
     Built with everything it needs: the folder, the manifest the plan was made against, the keyword
     writer (None: only the vector index is kept) and `dim`, the dimension of the vectors it will write
-    once the caller has checked the collection against it (`store.ensure`); None when nothing is embedded.
+    (None when nothing is embedded): before its first write it creates the collection for the embedding
+    model and `dim`, or checks that the existing one was built with them (`store.ensure`).
     """
 
     def __init__(
@@ -196,6 +197,7 @@ class Syncer:
         self.manifest = manifest
         self.keywords = keywords
         self.dim = dim
+        self._ensured = False
         self.progress = progress
         self.limits = LoadLimits(
             timeout_s=settings.file_timeout, memory_mb=settings.file_memory_mb, max_file_mb=settings.max_file_mb
@@ -329,6 +331,9 @@ class Syncer:
         items = [(j, c) for j, c in items if c.id in j.vectors and c.id not in j.stored]
         if not items:
             return
+        if not self._ensured and self.dim is not None:
+            self.store.ensure(self.embedder.model, self.dim)
+            self._ensured = True
         jobs = {id(j): j for j, _ in items}.values()
         self.journal.add_many((job.state.source, [c.id for j, c in items if j is job]) for job in jobs)
         self.store.upsert([_record(j, c) for j, c in items], [j.vectors[c.id] for j, c in items])

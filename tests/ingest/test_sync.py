@@ -299,3 +299,21 @@ def test_the_manifest_log_is_replayed_and_compacted(tmp_path, docs, fast_engine)
     again.save(settings.manifest_path)
     log.write_bytes(stale)  # its line deletes c.html, but was written under the previous snapshot
     assert set(Manifest.load(settings.manifest_path).files) == {"a.md", "sub/b.txt", "c.html"}
+
+
+def test_a_store_that_cannot_be_opened_fails_the_ingest_with_its_path_and_records_nothing(tmp_path, docs, fast_engine):
+    """`rag ingest` opens Chroma on a thread while the first files load and embed; an error opening it is
+    still the ingest's error (at the first write), with the path, and no file is recorded as ingested."""
+    from rag.errors import StoreUnavailable
+
+    settings = make_settings(tmp_path, fast_engine)
+    settings.chroma_path.parent.mkdir(parents=True)
+    settings.chroma_path.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(StoreUnavailable, match="cannot open the store at") as err:
+        ingest_folder(docs, settings)
+    assert str(settings.chroma_path) in err.value.message
+    assert not Manifest.load(settings.manifest_path).files
+    settings.chroma_path.unlink()
+    result = ingest_folder(docs, settings)  # once the path is free, the same folder goes in whole
+    assert result.summary is not None
+    assert result.summary.added == 3
