@@ -105,29 +105,28 @@ class ChromaStore:
 
     @classmethod
     def open(cls, settings: Settings, *, background: bool = False) -> ChromaStore:
-        """Open the store. `background` opens the embedded client on a thread of its own (~0.15 s for a new
-        store), so that `rag ingest` loads and embeds its first files meanwhile; its first use waits for it,
-        and an error opening it is raised there. A Chroma server is always reached at once, so that an
-        unreachable one is reported before any work."""
-        if background and not settings.chroma_host:
-            client: Any = Future()
-
-            def opening() -> None:
-                try:
-                    client.set_result(chroma_client(settings))
-                except BaseException as exc:  # handed to whoever uses the store first
-                    client.set_exception(exc)
-
-            threading.Thread(target=opening, name="chroma-open").start()
-        else:
-            client = chroma_client(settings)
+        """Open the store. `background` opens the embedded client on a thread of its own (the first open in a
+        process costs ~0.15 s), so that `rag ingest` loads and embeds its first files meanwhile; its first use
+        waits for it, and an error opening it is raised there. A Chroma server is always reached at once, so
+        that an unreachable one is reported before any work."""
         try:
-            texts = TextStore(settings.texts_path)
+            texts = TextStore(settings.texts_path)  # first: an error here leaves no thread behind
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"cannot open the chunk texts at {settings.texts_path}: {exc}; if the file is damaged, rebuild "
                 f"the index with: {REBUILD_HINT}"
             ) from exc
+        if not background or settings.chroma_host:
+            return cls(chroma_client(settings), settings.collection, texts)
+        client: Future[Any] = Future()
+
+        def opening() -> None:
+            try:
+                client.set_result(chroma_client(settings))
+            except BaseException as exc:  # handed to whoever uses the store first
+                client.set_exception(exc)
+
+        threading.Thread(target=opening, name="chroma-open").start()
         return cls(client, settings.collection, texts)
 
     # -- collection lifecycle -------------------------------------------------------------------
