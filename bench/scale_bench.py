@@ -141,6 +141,13 @@ def chroma_alone(where: Path, n: int, batch: int = 256) -> list[float]:
     return seconds
 
 
+def tenth_table(rows: list[tuple[str, list[float], str]]) -> list[str]:
+    """A Markdown table with a column per tenth of the run: (label, one value per tenth, format) per row."""
+    n = len(rows[0][1])
+    lines = ["| tenth | " + " | ".join(str(i + 1) for i in range(n)) + " |", "|---|" + "---|" * n]
+    return lines + [f"| {label} | " + " | ".join(format(x, fmt) for x in values) + " |" for label, values, fmt in rows]
+
+
 def size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -198,9 +205,8 @@ def main() -> None:
     say()
     say("throughput over the whole-folder run, by tenth of its files (chunks/s in that stretch):")
     say("")
-    say("| tenth | " + " | ".join(str(i + 1) for i in range(len(full["tenths"]))) + " |")
-    say("|---|" + "---|" * len(full["tenths"]))
-    say("| chunks/s | " + " | ".join(f"{x:.0f}" for x in full["tenths"]) + " |")
+    for line in tenth_table([("chunks/s", full["tenths"], ".0f")]):
+        say(line)
     first, last = full["tenths"][0], full["tenths"][-1]
     say()
     say(f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)")
@@ -210,16 +216,14 @@ def main() -> None:
         say("where each tenth's wall time went (seconds in the ingest's calls that ended in that tenth; "
             "the writes run beside the embed calls, so the parts need not add up to the wall):")
         say()
-        say("| tenth | " + " | ".join(str(i + 1) for i in range(len(stages["wall"]))) + " |")
-        say("|---|" + "---|" * len(stages["wall"]))
         vectors = [store - texts for store, texts in zip(stages["store"], stages["texts"], strict=True)]
-        for label, values in (("wall", stages["wall"]), ("Chroma vector upsert", vectors),
-                              ("chunk texts (SQLite)", stages["texts"]),
-                              ("keyword tokens (SQLite)", stages["keywords"])):
-            say(f"| {label} | " + " | ".join(f"{x:.2f}" for x in values) + " |")
         rest = [w - v - t - k for w, v, t, k in zip(stages["wall"], vectors, stages["texts"], stages["keywords"],
                                                      strict=True)]
-        say("| the rest | " + " | ".join(f"{x:.2f}" for x in rest) + " |")
+        for line in tenth_table([("wall", stages["wall"], ".2f"), ("Chroma vector upsert", vectors, ".2f"),
+                                 ("chunk texts (SQLite)", stages["texts"], ".2f"),
+                                 ("keyword tokens (SQLite)", stages["keywords"], ".2f"),
+                                 ("the rest", rest, ".2f")]):
+            say(line)
         say()
         say(f"last tenth / first tenth: Chroma vector upsert {vectors[-1] / max(vectors[0], 1e-9):.2f}x, "
             f"chunk texts {stages['texts'][-1] / max(stages['texts'][0], 1e-9):.2f}x, keyword tokens "
@@ -230,9 +234,8 @@ def main() -> None:
     say(f"Chroma alone (`chroma_alone()`: {full['chunks']} random 384-dimension vectors upserted 256 at a time into "
         "an empty collection made as ours is, no metadata, no text), seconds per tenth:")
     say()
-    say("| tenth | " + " | ".join(str(i + 1) for i in range(len(alone))) + " |")
-    say("|---|" + "---|" * len(alone))
-    say("| s | " + " | ".join(f"{x:.2f}" for x in alone) + " |")
+    for line in tenth_table([("s", alone, ".2f")]):
+        say(line)
     say()
     say(f"last tenth / first tenth: {alone[-1] / alone[0]:.2f}x the time (throughput {alone[0] / alone[-1]:.2f})")
     rates = model_chunks_per_s()
