@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,12 @@ class Manifest:
 
 
 def _entry_dict(entry: FileEntry) -> dict[str, Any]:
-    data = asdict(entry)
-    if not entry.outdated:  # the usual case stays out of the file
-        del data["outdated"]
+    # By hand, not dataclasses.asdict: asdict deep-copies every chunk id, and that was a tenth of
+    # `rag ingest`'s own CPU (and most of a snapshot's time at 100k chunks).
+    data: dict[str, Any] = {"source": entry.source, "size": entry.size, "mtime_ns": entry.mtime_ns,
+                            "sha256": entry.sha256, "chunk_ids": entry.chunk_ids, "pages": entry.pages}
+    if entry.outdated:  # the usual case stays out of the file
+        data["outdated"] = True
     return data
 
 
