@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # Collection metadata keys: the index remembers which model made its vectors.
 META_MODEL = "embed_model"
 META_DIM = "embed_dim"
+# The chunk metadata Chroma holds: what a query filters on (records_of). The rest is kept with the text.
+CHROMA_KEYS = ("source",)
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,14 @@ class ChromaStore:
 
     def upsert(self, records: Sequence[Record], embeddings: Sequence[Sequence[float]]) -> None:
         """Texts first, then vectors: a chunk Chroma finds always has its text."""
-        self.texts.put((r.id, r.text) for r in records)
+        # Chroma keeps what a query filters on; the rest of the metadata goes with the text (rag.index.texts).
+        self.texts.put((r.id, r.text, {k: v for k, v in r.metadata.items() if k not in CHROMA_KEYS}) for r in records)
         # Chroma rejects a write larger than get_max_batch_size() (about 5,461 on a default build).
         for part in self._batches(len(records)):
             batch = records[part]
             self.collection.upsert(
                 ids=[r.id for r in batch],
-                metadatas=[r.metadata for r in batch],
+                metadatas=[{k: r.metadata[k] for k in CHROMA_KEYS if k in r.metadata} or None for r in batch],
                 embeddings=[list(e) for e in embeddings[part]],
             )
 
@@ -224,12 +227,18 @@ class ChromaStore:
         return held
 
     def _records(self, ids: Sequence[str], metadatas: Sequence[Any]) -> list[Record]:
-        """Records of these ids, with their texts (from Chroma for a chunk stored before texts moved out)."""
-        texts = self.texts.get(ids)
-        if missing := [i for i in ids if i not in texts]:
+        """Records of these ids: Chroma's metadata with the text and the metadata kept beside it (the text from
+        Chroma, and all the metadata there, for a chunk stored before texts moved out)."""
+        entries = self.texts.entries(ids)
+        if missing := [i for i in ids if i not in entries]:
             for got in self._get(missing, ["documents"]):
-                texts.update(zip(got["ids"], (d or "" for d in got["documents"]), strict=True))
-        return [Record(i, texts.get(i, ""), dict(m or {})) for i, m in zip(ids, metadatas, strict=True)]
+                entries.update((i, (d or "", {})) for i, d in zip(got["ids"], got["documents"], strict=True))
+        records = []
+        for i, meta in zip(ids, metadatas, strict=True):
+            text, kept = entries.get(i, ("", {}))
+            # What is kept with the text wins: Chroma merges an upsert's metadata into a chunk's old keys.
+            records.append(Record(i, text, {**(meta or {}), **kept}))
+        return records
 
     def records(self, ids: Sequence[str]) -> list[Record]:
         found: list[Record] = []

@@ -148,7 +148,7 @@ def test_texts_written_before_a_kill_cut_off_their_vectors_are_swept(tmp_path, d
     store = ChromaStore.open(settings)
     ghost_ids = ["cut-off-1", "cut-off-2"]
     Journal(settings.journal_path).add("new.md", ghost_ids)
-    store.texts.put((i, "a text whose vector was never written") for i in ghost_ids)
+    store.texts.put((i, "a text whose vector was never written", None) for i in ghost_ids)
     assert store.present(ghost_ids) == set(ghost_ids)
     assert reconcile(settings) == 2
     assert_consistent(state(settings))
@@ -186,7 +186,7 @@ def test_check_finds_and_repairs_every_kind_of_disagreement(tmp_path, docs, fast
     writer.delete([a_ids[-1]])
     writer.close()
     # A chunk text nobody's, and a chunk whose text is gone.
-    store.texts.put([("stray", "A text without a chunk.")])
+    store.texts.put([("stray", "A text without a chunk.", None)])
     b_id = Manifest.load(settings.manifest_path).files["b.txt"].chunk_ids[0]
     store.texts.delete([b_id])
     found = check_store(settings).before
