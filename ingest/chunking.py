@@ -32,6 +32,7 @@ _SENTENCE_END = re.compile(
     re.MULTILINE,
 )
 _ABBREVIATIONS = frozenset({"e.g", "i.e", "cf", "vs", "al", "mr", "mrs", "ms", "dr", "prof", "fig", "approx"})
+_WORD_BEFORE = re.compile(r"[\w.]*$")  # the word (with its dots) that a full stop ends
 _CLAUSE_END = re.compile(r"[，,、：:；;]+")
 _SPACE = re.compile(r"\s+")
 _FALLBACK_CUTS = (_CLAUSE_END, _SPACE)  # where a sentence too long for one chunk is cut, in order
@@ -82,13 +83,14 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 
 def _after_abbreviation(text: str, match: re.Match[str]) -> bool:
     """True for the period of "e.g.", "Dr.", an initial like "J." or a list number like "1."."""
-    if match.group("latin") is None or not match.group().startswith(".") or match.group().startswith(".."):
+    end = match.group()
+    if match.group("latin") is None or not end.startswith(".") or end.startswith(".."):
         return False
-    before = re.findall(r"[\w.]*$", text[max(0, match.start() - 12) : match.start()])[0]
-    line = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
-    return (
-        before.lower() in _ABBREVIATIONS or (len(before) == 1 and before.isupper()) or line.strip().isdigit()
-    )
+    at = match.start()
+    before = _WORD_BEFORE.search(text, max(0, at - 12), at).group()  # type: ignore[union-attr]  # can be empty
+    if before.lower() in _ABBREVIATIONS or (len(before) == 1 and before.isupper()):
+        return True
+    return text[text.rfind("\n", 0, at) + 1 : at].strip().isdigit()
 
 
 def chunk_document(doc: LoadedDocument, chunk_size: int, overlap: int) -> list[Chunk]:
