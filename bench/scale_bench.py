@@ -1,7 +1,9 @@
 """Ingest at scale: a folder of about 100k chunks ingested once, then again with 1% of its files changed.
 
 Run: python bench/scale_bench.py [--files 5700] (writes bench/results/scale.md; the folder and the store go
-to bench/.cache/scale/, gitignored, and are rebuilt from scratch on every run)
+to bench/.cache/scale/, gitignored, and are rebuilt from scratch on every run). With `--engine real` the
+bundled all-minilm embeds the same folder instead (about 15 minutes on 2 cores; bench/results/scale-real.md):
+whether the store's growth shows through the model.
 
 The text is public: sentences of DRCD dev (Chinese, converted to Simplified) and SQuAD 2.0 dev (English),
 from bench/public_sets.py, drawn at random (seeded) into files of about CHUNKS_PER_FILE chunks each, half
@@ -48,6 +50,7 @@ from tests.support.servers import running_engine  # noqa: E402
 
 WORK = public_sets.CACHE / "scale"
 OUT = ROOT / "bench" / "results" / "scale.md"
+OUT_REAL = ROOT / "bench" / "results" / "scale-real.md"
 CHUNKS_PER_FILE = 20
 SENTENCES_PER_FILE = {"zh": 70, "en": 60}  # about CHUNKS_PER_FILE chunks of RAG_CHUNK_SIZE (200) tokens each
 QUERIES = 300
@@ -148,6 +151,30 @@ def tenth_table(rows: list[tuple[str, list[float], str]]) -> list[str]:
     return lines + [f"| {label} | " + " | ".join(format(x, fmt) for x in values) + " |" for label, values, fmt in rows]
 
 
+def growth_lines(full: dict[str, Any]) -> list[str]:
+    """Chunks/s per tenth of the whole-folder run, and where each tenth's wall time went."""
+    lines = ["throughput over the whole-folder run, by tenth of its files (chunks/s in that stretch):", "",
+             *tenth_table([("chunks/s", full["tenths"], ".0f")])]
+    first, last = full["tenths"][0], full["tenths"][-1]
+    lines += ["", f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)"]
+    stages = full.get("stages") or {}
+    if not stages:
+        return lines
+    lines += ["", "where each tenth's wall time went (seconds in the ingest's calls that ended in that tenth; "
+                  "the writes run beside the embed calls, so the parts need not add up to the wall):", ""]
+    vectors = [store - texts for store, texts in zip(stages["store"], stages["texts"], strict=True)]
+    rest = [w - v - t - k for w, v, t, k in zip(stages["wall"], vectors, stages["texts"], stages["keywords"],
+                                                 strict=True)]
+    lines += tenth_table([("wall", stages["wall"], ".2f"), ("Chroma vector upsert", vectors, ".2f"),
+                          ("chunk texts (SQLite)", stages["texts"], ".2f"),
+                          ("keyword tokens (SQLite)", stages["keywords"], ".2f"), ("the rest", rest, ".2f")])
+    lines += ["", f"last tenth / first tenth: Chroma vector upsert {vectors[-1] / max(vectors[0], 1e-9):.2f}x, "
+                  f"chunk texts {stages['texts'][-1] / max(stages['texts'][0], 1e-9):.2f}x, keyword tokens "
+                  f"{stages['keywords'][-1] / max(stages['keywords'][0], 1e-9):.2f}x, the rest "
+                  f"{rest[-1] / max(rest[0], 1e-9):.2f}x"]
+    return lines
+
+
 def size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -155,7 +182,13 @@ def size_mb(path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=5700)  # about 17.5 chunks per file
+    parser.add_argument("--engine", choices=["deterministic", "real"], default="deterministic",
+                        help="real: the bundled all-minilm (ONNX) embeds; the whole folder and the 1%%-changed "
+                             f"run only, written to {OUT_REAL.relative_to(ROOT)}")
     args = parser.parse_args()
+    if args.engine == "real":
+        real_model(args.files)
+        return
     lines: list[str] = []
 
     def say(text: str = "") -> None:
@@ -203,32 +236,8 @@ def main() -> None:
     say(f"storage after the whole folder: {size_mb(storage):.0f} MB for {full['chunks']} chunks "
         f"({size_mb(storage) * 1024 / max(full['chunks'], 1):.1f} KB per chunk)")
     say()
-    say("throughput over the whole-folder run, by tenth of its files (chunks/s in that stretch):")
-    say("")
-    for line in tenth_table([("chunks/s", full["tenths"], ".0f")]):
+    for line in growth_lines(full):
         say(line)
-    first, last = full["tenths"][0], full["tenths"][-1]
-    say()
-    say(f"last tenth / first tenth: **{last / first:.2f}** (1.00 = no slowdown as the store grows)")
-    stages = full.get("stages") or {}
-    if stages:
-        say()
-        say("where each tenth's wall time went (seconds in the ingest's calls that ended in that tenth; "
-            "the writes run beside the embed calls, so the parts need not add up to the wall):")
-        say()
-        vectors = [store - texts for store, texts in zip(stages["store"], stages["texts"], strict=True)]
-        rest = [w - v - t - k for w, v, t, k in zip(stages["wall"], vectors, stages["texts"], stages["keywords"],
-                                                     strict=True)]
-        for line in tenth_table([("wall", stages["wall"], ".2f"), ("Chroma vector upsert", vectors, ".2f"),
-                                 ("chunk texts (SQLite)", stages["texts"], ".2f"),
-                                 ("keyword tokens (SQLite)", stages["keywords"], ".2f"),
-                                 ("the rest", rest, ".2f")]):
-            say(line)
-        say()
-        say(f"last tenth / first tenth: Chroma vector upsert {vectors[-1] / max(vectors[0], 1e-9):.2f}x, "
-            f"chunk texts {stages['texts'][-1] / max(stages['texts'][0], 1e-9):.2f}x, keyword tokens "
-            f"{stages['keywords'][-1] / max(stages['keywords'][0], 1e-9):.2f}x, the rest "
-            f"{rest[-1] / max(rest[0], 1e-9):.2f}x")
     alone = chroma_alone(WORK / "chroma-alone", full["chunks"])
     say()
     say(f"Chroma alone (`chroma_alone()`: {full['chunks']} random 384-dimension vectors upserted 256 at a time into "
@@ -257,6 +266,36 @@ def main() -> None:
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"written to {OUT.relative_to(ROOT)}; peak RSS of this process {peak} MB")
+
+
+def real_model(files: int) -> None:
+    """The same folder embedded by the bundled all-minilm: whether the store's growth shows through the model."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    rng = random.Random(7)
+    folder, storage = WORK / "docs", WORK / "storage"
+    paths = write_folder(folder, files, sentences(), rng)
+    lines = ["# Scale benchmark with the model: bench/scale_bench.py --engine real", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}; engine: the bundled all-minilm on ONNX Runtime int8 "
+             f"(`rag engine`, RAG_ENGINE_EMBED_RUNTIME=onnx); load average at start "
+             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+             f"folder: the scale folder of bench/results/scale.md, {files} Markdown files, {size_mb(folder):.0f} MB",
+             ""]
+    print("\n".join(lines), flush=True)
+    with running_engine("real", RAG_ENGINE_EMBED_RUNTIME="onnx") as url:
+        env = {**os.environ, "OLLAMA_HOST": url, "RAG_STORAGE_DIR": str(storage), "PYTHONPATH": str(ROOT)}
+        full = ingest(folder, env, "the whole folder")
+        for path in rng.sample(paths, len(paths) // 100):
+            path.write_text(path.read_text(encoding="utf-8") + f"\n\nEdited {rng.random()}.\n", encoding="utf-8")
+        again = ingest(folder, env, "1% changed")
+    lines += ["| run | files | chunks embedded | wall s | chunks/s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for label, r in (("whole folder (fresh store)", full), ("1% of files changed", again)):
+        lines.append(f"| {label} | {r['files']} | {r['embedded']} | {r['wall']:.1f} | "
+                     f"{r['embedded'] / r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", f"storage after the whole folder: {size_mb(storage):.0f} MB for {full['chunks']} chunks", "",
+              *growth_lines(full), ""]
+    OUT_REAL.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

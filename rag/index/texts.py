@@ -2,8 +2,8 @@
 
 Chroma indexes every document it holds for full-text search (a trigram index, written even when no
 query uses it): that was over half of ingest's own CPU and about half of the store's size. We never
-search Chroma's documents, so the texts live here, keyed by chunk id, and Chroma keeps the vectors and
-the metadata. A store made before this keeps its texts in Chroma; ChromaStore reads them there.
+search Chroma's documents, so the texts live here, keyed by chunk id, and Chroma keeps the vectors. A
+store made before this keeps its texts in Chroma; ChromaStore reads them there.
 
 Each text also carries the chunk's metadata but for its source (offsets, page, hashes, token count), as
 JSON: Chroma keeps only what a query filters on, since every metadata key it holds is a row it indexes
