@@ -41,13 +41,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import numpy as np  # noqa: E402
 import public_sets  # noqa: E402
 
 from ingest.run import ingest_folder  # noqa: E402
 from rag.answer import coverage  # noqa: E402
 from rag.answer.pipeline import RagPipeline  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.index.bm25 import KeywordIndex, build_index, save_index  # noqa: E402
+from rag.index.bm25 import KeywordIndex, build_index, build_index_from_term_ids, save_index  # noqa: E402
 from rag.index.chroma import ChromaStore, Record  # noqa: E402
 from rag.index.tokens import Tokenizer  # noqa: E402
 from tests.support.servers import running_engine  # noqa: E402
@@ -394,10 +395,13 @@ def keyword_latency(questions: list[dict[str, Any]]) -> None:
     for n in LATENCY_SIZES:
         corpus = synthetic_corpus(n, questions, rng)
         tok = Tokenizer()
+        terms: dict[str, int] = {}
         t0 = time.perf_counter()
-        rows = [(cid, " ".join(tok.tokens(text))) for cid, text in corpus]
+        # As ingest keeps them (rag.index.token_store): each chunk's tokens as int32 term ids.
+        rows = [(cid, np.asarray([terms.setdefault(t, len(terms)) for t in tok.tokens(text)], dtype="<i4").tobytes())
+                for cid, text in corpus]
         t1 = time.perf_counter()
-        bm25, ids = build_index(rows)
+        bm25, ids = build_index_from_term_ids(rows, terms)
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             save_index(Path(tmp), bm25, ids, 1)
@@ -413,7 +417,7 @@ def keyword_latency(questions: list[dict[str, Any]]) -> None:
                 index.search(q, 20)
                 times.append((time.perf_counter() - start) * 1000)
         p50, p95 = statistics.median(times), statistics.quantiles(times, n=20)[18]
-        tokens_mb = sum(len(cid) + len(t.encode()) for cid, t in rows) / 1e6  # what tokens.sqlite3 holds
+        tokens_mb = sum(len(cid) + len(t) for cid, t in rows) / 1e6  # what tokens.sqlite3 holds
         say(f"{n:>8} {t1 - t0:>9.1f}s {t2 - t1:>7.1f}s {t3 - t2:>6.2f}s {t4 - t3:>6.2f}s {size:>9.1f} "
             f"{tokens_mb:>10.1f} {p50:>7.2f} {p95:>7.2f}")
     say()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 IN_CLAUSE = 500  # ids per `IN (...)`: below SQLite's variable limit on every build
 
 
-def select_by_id(db: sqlite3.Connection, table: str, columns: str, ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
+def select_by_id(db: sqlite3.Connection, table: str, columns: str, ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     """`SELECT columns FROM table WHERE id IN ids`, in parts SQLite accepts; ids it lacks are left out."""
     ids = list(ids)
     for start in range(0, len(ids), IN_CLAUSE):

@@ -5,15 +5,18 @@ The BM25 file itself (its format, building, saving, loading) is rag.index.bm25.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from rag.config import Settings
-from rag.index.bm25 import KeywordIndexUnavailable, build_index, load_index, save_index
+from rag.index.bm25 import REINDEX_HINT, KeywordIndexUnavailable, build_index_from_term_ids, load_index, save_index
 from rag.index.chroma import ChromaStore
 from rag.index.sql import select_by_id
 from rag.index.tokens import TOKENIZER_VERSION, Tokenizer
@@ -21,11 +24,15 @@ from rag.index.tokens import TOKENIZER_VERSION, Tokenizer
 log = logging.getLogger(__name__)
 
 TOKENS_FILE = "tokens.sqlite3"
+# A chunk's tokens are little-endian int32 ids into `terms` (a term keeps its id for the life of the store).
+# Stores made before (layout 1) held them as space-joined text; they are converted when first opened.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, tokens TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, tokens BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks (content_hash);
+CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+LAYOUT = 2
 
 
 class ChunkText(Protocol):
@@ -45,21 +52,37 @@ class TokenStore:
     """Tokens of every indexed chunk, keyed by chunk id, with a generation bumped on every change.
 
     BM25 statistics change with every document, and bm25s cannot add or remove one, so the index is
-    rebuilt after an ingest; these stored tokens make that rebuild cost no tokenising at all.
+    rebuilt after an ingest; these stored tokens make that rebuild cost no tokenising at all, and, kept as
+    term ids, no mapping of terms to ids either (1.5 s of a 100k-chunk rebuild when they were text).
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path)
+        self._terms: dict[str, int] | None = None  # term -> id, read on first use
+        self._new_terms: list[tuple[str, int]] = []  # given ids, written with the next change
         try:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('tokenizer', ?)", (TOKENIZER_VERSION,))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', 0)")
             self._db.commit()
+            self._upgrade()
         except sqlite3.DatabaseError:
             self._db.close()
             raise
+
+    def _upgrade(self) -> None:
+        """Tokens stored as text (a store made before term ids): encode each chunk's once, in one transaction."""
+        if self._db.execute("SELECT 1 FROM meta WHERE key = 'layout'").fetchone():
+            return
+        old = self._db.execute("SELECT id, tokens FROM chunks WHERE typeof(tokens) = 'text'").fetchall()
+        if old:
+            log.info("keyword tokens: storing the tokens of %d chunks as term ids (once)", len(old))
+        rows = [(self.encode(text.split()), chunk_id) for chunk_id, text in old]
+        with self._transaction():
+            self._db.executemany("UPDATE chunks SET tokens = ? WHERE id = ?", rows)
+            self._db.execute("INSERT INTO meta VALUES ('layout', ?)", (LAYOUT,))
 
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
@@ -75,29 +98,59 @@ class TokenStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
-    def _select(self, columns: str, ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    def _select(self, columns: str, ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         return select_by_id(self._db, "chunks", columns, ids)
 
     def present(self, ids: Sequence[str]) -> set[str]:
         return {row[0] for row in self._select("id", ids)}
 
-    def tokens_by_hash(self, ids: Sequence[str]) -> dict[str, str]:
-        return {h: t for h, t in self._select("content_hash, tokens", ids)}
+    def tokens_by_hash(self, ids: Sequence[str]) -> dict[str, bytes]:
+        return dict(self._select("content_hash, tokens", ids))
 
-    def change(self, put: Sequence[tuple[str, str, str]], delete: Sequence[str]) -> None:
-        """Add (id, content_hash, tokens) rows and delete ids in one transaction, one generation."""
+    def term_ids(self) -> dict[str, int]:
+        if self._terms is None:
+            self._terms = dict(self._db.execute("SELECT term, id FROM terms"))
+        return self._terms
+
+    def encode(self, tokens: Iterable[str]) -> bytes:
+        """Tokens as stored: their term ids; a new term gets the next id, written with the next change."""
+        terms = self.term_ids()
+        ids = []
+        for token in tokens:
+            term = terms.get(token)
+            if term is None:
+                term = terms[token] = len(terms)
+                self._new_terms.append((token, term))
+            ids.append(term)
+        return np.asarray(ids, dtype="<i4").tobytes()
+
+    def change(self, put: Sequence[tuple[str, str, bytes]], delete: Sequence[str]) -> None:
+        """Add (id, content_hash, encoded tokens) rows and delete ids in one transaction, one generation."""
         if not put and not delete:
             return
-        with self._db:
+        with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?)", put)
             self._db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in delete])
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Commit the new terms with what uses them; if that fails, forget them (they are read again)."""
+        try:
+            with self._db:
+                self._db.executemany("INSERT INTO terms VALUES (?, ?)", self._new_terms)
+                yield
+        except BaseException:
+            self._terms = None
+            raise
+        finally:
+            self._new_terms = []
+
     def ids(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT id FROM chunks")}
 
-    def rows(self) -> Iterator[tuple[str, str]]:
-        """(id, tokens) of every chunk, in id order: the same store always builds the same index."""
+    def rows(self) -> Iterator[tuple[str, bytes]]:
+        """(id, encoded tokens) of every chunk, in id order: the same store always builds the same index."""
         yield from self._db.execute("SELECT id, tokens FROM chunks ORDER BY id")
 
     def close(self) -> None:
@@ -159,8 +212,8 @@ class KeywordWriter:
                 rows.append((c.id, c.content_hash, tokens if tokens is not None else self._tokens(c.text)))
         self.store.change(rows, [])
 
-    def _tokens(self, text: str) -> str:
-        return " ".join(self.tokenizer.tokens(text))
+    def _tokens(self, text: str) -> bytes:
+        return self.store.encode(self.tokenizer.tokens(text))
 
     def delete(self, ids: Sequence[str]) -> None:
         self.store.change([], ids)
@@ -184,7 +237,11 @@ class KeywordWriter:
                 return False
         except KeywordIndexUnavailable:
             pass
-        bm25, ids = build_index(self.store.rows())
+        try:
+            bm25, ids = build_index_from_term_ids(self.store.rows(), self.store.term_ids())
+        except ValueError as exc:  # a damaged token store: only tokenising the chunks again mends it
+            raise KeywordIndexUnavailable("corrupt", f"the keyword tokens at {self.directory} are damaged ({exc}); "
+                                          f"rebuild them with: {REINDEX_HINT}") from exc
         save_index(self.directory, bm25, ids, generation)
         log.info("keyword index: %d chunks indexed", len(ids))
         return True
