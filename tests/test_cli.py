@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fpdf import FPDF
 
@@ -82,6 +84,29 @@ def test_ingest_clean_folder_exits_0_and_second_run_does_nothing(tmp_path, fast_
     assert second.returncode == 0
     assert "1 unchanged" in second.stdout
     assert "embedding calls: 0" in second.stdout
+
+
+def test_damaged_keyword_tokens_stop_an_ingest_with_the_command_that_mends_them(tmp_path, fast_engine):
+    root = tmp_path / "docs"
+    write(root / "good.md", ENGLISH)
+    write(root / "zh.txt", CHINESE)
+    assert rag(tmp_path, fast_engine, "ingest", str(root)).returncode == 0
+    tokens = sqlite3.connect(tmp_path / "storage" / "keyword-documents" / "tokens.sqlite3")
+    tokens.execute("UPDATE chunks SET tokens = ?", (np.asarray([99999], dtype="<i4").tobytes(),))
+    tokens.commit()
+    tokens.close()
+    write(root / "good.md", ENGLISH + "\n\nOne more sentence about the pump.\n")
+    damaged = rag(tmp_path, fast_engine, "ingest", str(root))
+    assert damaged.returncode == 2
+    assert "keyword tokens" in damaged.stderr
+    assert "rag ingest DIR --reindex-keywords" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+    mended = rag(tmp_path, fast_engine, "ingest", "--reindex-keywords", str(root))
+    assert mended.returncode == 0, mended.stderr
+    assert "embedding calls: 0" in mended.stdout
+    check = rag(tmp_path, fast_engine, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "agree" in check.stdout
 
 
 def test_dry_run_lists_the_plan(tmp_path, messy, fast_engine):
