@@ -109,8 +109,9 @@ def build_index_from_term_ids(rows: Iterable[tuple[str, bytes]], terms: dict[str
     del blobs
     if not len(tokens):
         return None, ids
-    if tokens.min() < 0 or tokens.max() >= len(terms):
-        raise ValueError(f"a chunk names term id {int(tokens.max())}, the table has {len(terms)}")
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= len(terms):
+        raise ValueError(f"a chunk names term id {low if low < 0 else high}, the table has {len(terms)}")
     held = np.zeros(len(terms), dtype=bool)
     held[tokens] = True
     column = (np.cumsum(held) - 1).astype(np.int32)  # term id -> its column in this index
