@@ -3,6 +3,7 @@ from the token text, a store that kept text is converted when opened, and a dama
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class Chunk:
 
 
 def chunks(texts: list[str], prefix: str = "c") -> list[Chunk]:
-    return [Chunk(f"{prefix}{i:03d}", f"h{hash(t) & 0xFFFFFFFF:08x}", t) for i, t in enumerate(texts)]
+    return [Chunk(f"{prefix}{i:03d}", hashlib.sha256(t.encode()).hexdigest(), t) for i, t in enumerate(texts)]
 
 
 def token_rows(items: list[Chunk]) -> list[tuple[str, str]]:
